@@ -1,0 +1,47 @@
+# -*- coding: utf-8 -*-
+from detectron2.config import CfgNode as CN
+
+
+def add_disalign_config(cfg):
+    """
+    Add config keys for DisAlign (Distribution Alignment). Defaults are the paper's LVIS settings.
+    """
+    _C = cfg
+
+    _C.MODEL.DISALIGN = CN()
+    # Classifier head z = f(x) of the ROI box predictor, over K foreground classes + background:
+    # "dot" (z = W x + b, nn.Linear) or "cosine" (z_j = s * cos(x, W_j); the "*" rows of the paper).
+    _C.MODEL.DISALIGN.CLS_HEAD = "dot"
+    # Initial value of the cosine head's learnable scale s.
+    _C.MODEL.DISALIGN.COSINE_SCALE = 20.0
+    # Adaptive calibration s_j = alpha_j * z_j + beta_j, mixed with z by the confidence sigma(x):
+    # z^_j = sigma(x) * s_j + (1 - sigma(x)) * z_j. False gives the plain classifier (baselines and
+    # stage 1); True adds the alignment parameters alpha, beta and the confidence layer.
+    _C.MODEL.DISALIGN.CALIBRATION = True
+    # Learn the per-class magnitude alpha. False fixes alpha = 1 (the "margin only" ablation).
+    _C.MODEL.DISALIGN.MAGNITUDE = True
+    # Learn the per-class margin beta. False fixes beta = 0 (the "magnitude only" ablation).
+    _C.MODEL.DISALIGN.MARGIN = True
+    # Initial magnitude alpha_j (the paper: 1.0).
+    _C.MODEL.DISALIGN.ALPHA_INIT = 1.0
+    # Initial margin beta_j (the paper: 0.0).
+    _C.MODEL.DISALIGN.BETA_INIT = 0.0
+    # Input-aware confidence sigma(x) = sigmoid(w . x + b). False fixes sigma = 1 (input-agnostic).
+    _C.MODEL.DISALIGN.CONFIDENCE = True
+    # Align the K foreground logits only and leave the background logit z_K unchanged (the paper's
+    # detection setting). False also calibrates the background logit.
+    _C.MODEL.DISALIGN.FOREGROUND_ONLY = True
+    # Stage 2 (alignment): freeze every parameter except alpha, beta and the confidence layer, keep
+    # the frozen modules in eval mode (no BatchNorm statistic moves, the RPN runs as at inference)
+    # and compute only the losses that train something (the classification loss).
+    _C.MODEL.DISALIGN.ALIGNMENT_STAGE = False
+
+    _C.MODEL.DISALIGN.GRW = CN()
+    # Generalized re-weighting of the classification loss: foreground class j gets the weight
+    # w_j = r_j^(-rho), r_j = n_j / sum_k n_k, normalised so that sum_j w_j = K; background gets 1.
+    _C.MODEL.DISALIGN.GRW.ENABLED = True
+    # The re-weighting scale rho (0.8 for LVIS; 0 is plain cross-entropy).
+    _C.MODEL.DISALIGN.GRW.RHO = 0.8
+    # What n_j counts in cfg.DATASETS.TRAIN: "images" (images containing class j, the LVIS
+    # frequency definition) or "instances" (annotated instances of class j).
+    _C.MODEL.DISALIGN.GRW.COUNT_BY = "images"

@@ -1,0 +1,229 @@
+# -*- coding: utf-8 -*-
+"""
+The DisAlign ROI box predictor.
+
+Shape shorthand in this module (as in detectron2's fast_rcnn.py):
+
+    R: number of ROIs, combined over all images, in the minibatch
+    D: box head feature size
+    K: number of foreground classes; index K is the background class
+"""
+
+import functools
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat, cross_entropy
+from detectron2.modeling.roi_heads.fast_rcnn import (
+    FastRCNNOutputLayers,
+    _log_classification_stats,
+)
+from torch.nn import functional as F
+
+from .alignment import has_trainable_parameters
+from .grw import grw_class_weights, training_class_counts
+from .layers import CosineClassifier, DistributionAlignment
+
+__all__ = ["DisAlignFastRCNNOutputLayers"]
+
+
+class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
+    """
+    detectron2's Fast R-CNN predictor with DisAlign's parts, each optional:
+
+    * the classifier head: dot-product (detectron2's nn.Linear) or cosine;
+    * the distribution alignment of the foreground logits (alpha, beta, confidence sigma(x)),
+      the background logit left unchanged;
+    * GRW-weighted cross-entropy as the classification loss.
+
+    Box regression, inference (box decoding, score threshold, NMS, top-k) and the softmax over the
+    (aligned) logits are detectron2's own.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        cls_head: str = "dot",
+        cosine_scale: float = 20.0,
+        calibration: bool = True,
+        magnitude: bool = True,
+        margin: bool = True,
+        confidence: bool = True,
+        alpha_init: float = 1.0,
+        beta_init: float = 0.0,
+        foreground_only: bool = True,
+        grw_rho: Optional[float] = None,
+        class_counts: Union[None, Sequence[int], Callable[[], Sequence[int]]] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            input_shape, kwargs: as for detectron2's FastRCNNOutputLayers.
+            cls_head (str): "dot" or "cosine".
+            cosine_scale (float): initial learnable scale of the cosine head.
+            calibration (bool): add the distribution alignment (alpha, beta, confidence).
+            magnitude, margin, confidence, alpha_init, beta_init: as for
+                :class:`DistributionAlignment`.
+            foreground_only (bool): align the K foreground logits only (else all K + 1).
+            grw_rho (float or None): GRW scale rho for the classification loss; None uses plain
+                cross-entropy.
+            class_counts: the K training counts n_j for GRW, or a function returning them (called
+                at the first loss computation, so that inference never loads the training set).
+        """
+        super().__init__(input_shape, **kwargs)
+        if isinstance(input_shape, int):
+            input_shape = ShapeSpec(channels=input_shape)
+        input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        if cls_head == "cosine":
+            self.cls_score = CosineClassifier(input_size, self.num_classes + 1, cosine_scale)
+        elif cls_head != "dot":
+            raise ValueError(f"MODEL.DISALIGN.CLS_HEAD must be 'dot' or 'cosine', got '{cls_head}'")
+        self.alignment = (
+            DistributionAlignment(
+                self.num_classes if foreground_only else self.num_classes + 1,
+                input_size,
+                magnitude=magnitude,
+                margin=margin,
+                confidence=confidence,
+                alpha_init=alpha_init,
+                beta_init=beta_init,
+            )
+            if calibration
+            else None
+        )
+        if grw_rho is not None and class_counts is None:
+            raise ValueError("GRW needs class_counts")
+        self.grw_rho = grw_rho
+        self._class_counts = class_counts
+        self._loss_class_weights = None
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        box_head_cfg = cfg.MODEL.ROI_BOX_HEAD
+        if box_head_cfg.get("USE_SIGMOID_CE", False) or box_head_cfg.get("USE_FED_LOSS", False):
+            raise ValueError(
+                "DisAlign's box predictor uses softmax cross-entropy: set "
+                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE and USE_FED_LOSS to False"
+            )
+        d = cfg.MODEL.DISALIGN
+        ret.update(
+            {
+                "cls_head": d.CLS_HEAD,
+                "cosine_scale": d.COSINE_SCALE,
+                "calibration": d.CALIBRATION,
+                "magnitude": d.MAGNITUDE,
+                "margin": d.MARGIN,
+                "confidence": d.CONFIDENCE,
+                "alpha_init": d.ALPHA_INIT,
+                "beta_init": d.BETA_INIT,
+                "foreground_only": d.FOREGROUND_ONLY,
+            }
+        )
+        if d.GRW.ENABLED:
+            ret["grw_rho"] = d.GRW.RHO
+            ret["class_counts"] = functools.partial(
+                _cached_training_class_counts,
+                tuple(cfg.DATASETS.TRAIN),
+                cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+                d.GRW.COUNT_BY,
+            )
+        return ret
+
+    def forward(self, x):
+        """
+        Args:
+            x: per-region features of shape (R, D) (or (R, ...), flattened to (R, D)).
+
+        Returns:
+            (Tensor, Tensor):
+            First tensor: shape (R, K+1), the (aligned) logits; softmax gives the class scores.
+            Second tensor: box regression deltas, shape (R, K*4) or (R, 4) if class-agnostic.
+        """
+        if x.dim() > 2:
+            x = torch.flatten(x, start_dim=1)
+        scores = self.cls_score(x)
+        if self.alignment is not None:
+            scores = self.alignment(scores, x)
+        return scores, self.bbox_pred(x)
+
+    def loss_class_weights(self) -> torch.Tensor:
+        """
+        Returns:
+            Tensor: shape (K+1,), the GRW weight of each foreground class and 1 for background.
+        """
+        if self._loss_class_weights is None:
+            counts = self._class_counts() if callable(self._class_counts) else self._class_counts
+            if len(counts) != self.num_classes:
+                raise ValueError(
+                    f"GRW got {len(counts)} class counts for a predictor of "
+                    f"{self.num_classes} classes"
+                )
+            foreground = grw_class_weights(counts, self.grw_rho)
+            self._loss_class_weights = torch.cat([foreground, foreground.new_ones(1)])
+        return self._loss_class_weights
+
+    def classification_loss(self, scores: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            scores: logits of shape (R, K+1).
+            gt_classes: labels of shape (R,) in [0, K].
+
+        Returns:
+            Tensor: scalar; cross-entropy, GRW-weighted when ``grw_rho`` is set (the "mean"
+            reduction then divides by the summed weights of the targets).
+        """
+        if self.grw_rho is None:
+            return cross_entropy(scores, gt_classes, reduction="mean")
+        if gt_classes.numel() == 0:
+            return scores.sum() * 0.0
+        weight = self.loss_class_weights().to(device=scores.device, dtype=scores.dtype)
+        return F.cross_entropy(scores, gt_classes, weight=weight, reduction="mean")
+
+    def losses(self, predictions, proposals):
+        """
+        Args:
+            predictions: return values of :meth:`forward()`.
+            proposals (list[Instances]): proposals that match the features of the predictions,
+                with fields ``proposal_boxes``, ``gt_boxes``, ``gt_classes``.
+
+        Returns:
+            Dict[str, Tensor]: "loss_cls", and "loss_box_reg" unless the box regressor is frozen
+            (the alignment stage), in which case that loss would train nothing.
+        """
+        scores, proposal_deltas = predictions
+        gt_classes = (
+            cat([p.gt_classes for p in proposals], dim=0)
+            if len(proposals)
+            else torch.empty(0, dtype=torch.long, device=scores.device)
+        )
+        _log_classification_stats(scores, gt_classes)
+        losses = {"loss_cls": self.classification_loss(scores, gt_classes)}
+
+        if has_trainable_parameters(self.bbox_pred):
+            if len(proposals):
+                proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+                # proposals without a match have no "gt_boxes"; they are background and their
+                # placeholder boxes are not used by the regression loss
+                gt_boxes = cat(
+                    [
+                        (p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor
+                        for p in proposals
+                    ],
+                    dim=0,
+                )
+            else:
+                proposal_boxes = gt_boxes = torch.empty((0, 4), device=proposal_deltas.device)
+            losses["loss_box_reg"] = self.box_reg_loss(
+                proposal_boxes, gt_boxes, proposal_deltas, gt_classes
+            )
+        return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_training_class_counts(dataset_names, num_classes, count_by):
+    # the cascade's three predictors share one pass over the training set
+    return tuple(training_class_counts(dataset_names, num_classes, count_by))

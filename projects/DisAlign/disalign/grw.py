@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+"""
+Generalized re-weighting (GRW) of the classification loss, and the class counts it needs.
+
+With training counts n_j over K classes and frequencies r_j = n_j / sum_k n_k, class j gets the
+weight w_j = r_j^(-rho), normalised so that sum_j w_j = K. rho = 0 gives w_j = 1 (plain
+cross-entropy); larger rho favours the rare classes more.
+
+A class with no training sample would get an infinite weight. Rule: counts below 1 are raised to 1
+before the frequencies are computed, so such a class gets the (finite) weight of a class seen once.
+It never occurs as a training target, so its weight acts only through the normalisation.
+"""
+
+import logging
+from typing import Dict, Iterable, List, Sequence
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = ["grw_class_weights", "count_class_samples", "training_class_counts"]
+
+logger = logging.getLogger(__name__)
+
+COUNT_BY_CHOICES = ("images", "instances")
+
+
+def grw_class_weights(class_counts: Sequence[float], rho: float) -> torch.Tensor:
+    """
+    Args:
+        class_counts: n_j, K non-negative training counts.
+        rho (float): the re-weighting scale.
+
+    Returns:
+        Tensor: w, float32 of shape (K,), with sum K.
+    """
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f"class_counts must be a non-empty 1-d sequence, got shape {counts.shape}")
+    if not torch.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError("class_counts must be finite and non-negative")
+    counts = counts.clamp(min=1.0)
+    weights = (counts / counts.sum()).pow(-float(rho))
+    weights = weights * (counts.numel() / weights.sum())
+    return weights.float()
+
+
+def count_class_samples(
+    dataset_dicts: Iterable[Dict], num_classes: int, count_by: str = "images"
+) -> List[int]:
+    """
+    Count, per class, the images that contain it (``count_by="images"``) or its annotated
+    instances (``count_by="instances"``) in detectron2 dataset dicts.
+
+    Args:
+        dataset_dicts: dicts in detectron2's standard format; ``annotations[i]["category_id"]``
+            is the contiguous class index in [0, num_classes).
+        num_classes (int): K.
+        count_by (str): "images" or "instances".
+
+    Returns:
+        list[int]: K counts.
+    """
+    if count_by not in COUNT_BY_CHOICES:
+        raise ValueError(f"count_by must be one of {COUNT_BY_CHOICES}, got '{count_by}'")
+    counts = [0] * num_classes
+    for record in dataset_dicts:
+        classes = [ann["category_id"] for ann in record.get("annotations", ())]
+        if count_by == "images":
+            classes = set(classes)
+        for c in classes:
+            if not 0 <= c < num_classes:
+                raise ValueError(
+                    f"annotation with category_id {c} in '{record.get('file_name')}' is outside "
+                    f"[0, {num_classes}); MODEL.ROI_HEADS.NUM_CLASSES does not match the dataset"
+                )
+            counts[c] += 1
+    return counts
+
+
+def training_class_counts(
+    dataset_names: Sequence[str], num_classes: int, count_by: str = "images"
+) -> List[int]:
+    """
+    Class counts over the registered training datasets (summed), for GRW.
+
+    Args:
+        dataset_names: names in detectron2's DatasetCatalog (cfg.DATASETS.TRAIN).
+        num_classes (int): K.
+        count_by (str): "images" or "instances".
+
+    Returns:
+        list[int]: K counts.
+    """
+    if not dataset_names:
+        raise ValueError("GRW needs class counts, but cfg.DATASETS.TRAIN is empty")
+    counts = [0] * num_classes
+    for name in dataset_names:
+        for c, n in enumerate(count_class_samples(DatasetCatalog.get(name), num_classes, count_by)):
+            counts[c] += n
+    missing = [c for c, n in enumerate(counts) if n == 0]
+    if missing:
+        names = MetadataCatalog.get(dataset_names[0]).get("thing_classes", None)
+        shown = ", ".join(str(names[c] if names else c) for c in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        logger.warning(
+            f"GRW: {len(missing)} of {num_classes} classes have no training {count_by} in "
+            f"{tuple(dataset_names)} ({shown}{more}); they get the weight of a class seen once."
+        )
+    logger.info(
+        f"GRW class counts by {count_by} over {tuple(dataset_names)}: "
+        f"min {min(counts)}, max {max(counts)}, total {sum(counts)}"
+    )
+    return counts
