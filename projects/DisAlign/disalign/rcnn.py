@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+
+from .alignment import freeze_all_but_alignment, frozen_submodules
+
+__all__ = ["DisAlignRCNN"]
+
+
+@META_ARCH_REGISTRY.register()
+class DisAlignRCNN(GeneralizedRCNN):
+    """
+    detectron2's GeneralizedRCNN that knows DisAlign's two stages.
+
+    With ``MODEL.DISALIGN.ALIGNMENT_STAGE`` off it is exactly GeneralizedRCNN (stage 1, baselines).
+    With it on (stage 2) it freezes every parameter except the alignment parameters when built,
+    and ``train()`` keeps the frozen submodules (backbone, RPN, box and mask heads, ...) in eval
+    mode: their buffers never move, the RPN proposes boxes as at inference and computes no loss.
+    """
+
+    @configurable
+    def __init__(self, *, alignment_stage: bool = False, **kwargs):
+        """
+        Args:
+            alignment_stage (bool): build the model for the alignment stage (stage 2).
+            kwargs: as for detectron2's GeneralizedRCNN.
+        """
+        super().__init__(**kwargs)
+        self.alignment_stage = alignment_stage
+        if alignment_stage:
+            freeze_all_but_alignment(self)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret["alignment_stage"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE
+        return ret
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.alignment_stage:
+            for module in frozen_submodules(self):
+                module.eval()
+        return self
