@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+"""
+The embedded default dataset: a small, deterministic, long-tailed instance segmentation dataset in
+LVIS json format, made by the project the first time it is loaded (no download exists).
+
+Images are noise with 1-3 coloured shapes; a class is a (colour, shape) pair, so a rare class
+shares its colour with some frequent classes and its shape with others, as LVIS' rare categories
+share parts and textures with frequent ones. Masks are the shapes' polygons. Training image counts
+per class fall log-uniformly from ``MAX_TRAIN_IMAGES`` to ``MIN_TRAIN_IMAGES``, and each category
+carries LVIS' ``frequency`` from its count: rare (1-10 images), common (11-100), frequent (>100).
+The validation split is class-balanced (``VAL_INSTANCES_PER_CLASS`` per class), so rare classes
+are measured as well as frequent ones.
+
+Both splits are registered in detectron2's DatasetCatalog as ``miniature_lvis_train`` and
+``miniature_lvis_val``, loaded by detectron2's own ``load_lvis_json`` and evaluated by its
+LVISEvaluator (lvis-api), exactly like real LVIS.
+"""
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.lvis import load_lvis_json
+from PIL import Image, ImageDraw
+
+__all__ = ["MINIATURE_LVIS_CLASSES", "generate_miniature_lvis", "register_miniature_lvis"]
+
+logger = logging.getLogger(__name__)
+
+# Bump when anything below changes what is generated: existing copies are then made again.
+GENERATOR_VERSION = 1
+SEED = 20210619
+IMAGE_SIZE = 128
+COLOURS = {
+    "red": (215, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (45, 75, 220),
+    "yellow": (225, 210, 40),
+    "magenta": (200, 50, 200),
+    "cyan": (40, 200, 210),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+MINIATURE_LVIS_CLASSES = [f"{colour}_{shape}" for colour in COLOURS for shape in SHAPES]
+MAX_TRAIN_IMAGES = 300
+MIN_TRAIN_IMAGES = 2
+VAL_INSTANCES_PER_CLASS = 8
+OBJECTS_PER_IMAGE = (1, 2, 3)
+OBJECT_RADIUS = (10, 22)  # pixels, half the object's extent
+
+DIRNAME = "miniature_lvis"
+SPLITS = {"miniature_lvis_train": "train", "miniature_lvis_val": "val"}
+
+
+def lvis_frequency(image_count: int) -> str:
+    """LVIS' frequency group of a category from its number of training images."""
+    if image_count <= 10:
+        return "r"
+    return "c" if image_count <= 100 else "f"
+
+
+def _train_image_counts(rng):
+    """Training images per class, log-uniform from MAX to MIN, in a random class order."""
+    num_classes = len(MINIATURE_LVIS_CLASSES)
+    counts = np.geomspace(MAX_TRAIN_IMAGES, MIN_TRAIN_IMAGES, num_classes).round().astype(int)
+    return counts[rng.permutation(num_classes)].tolist()
+
+
+def _shape_polygon(shape, cx, cy, radius, angle):
+    """Vertices [(x, y), ...] of a shape centred at (cx, cy), rotated by ``angle`` radians."""
+    if shape == "circle":
+        points = [(1.0, 2 * math.pi * i / 20) for i in range(20)]
+    elif shape == "square":
+        points = [(1.0, math.pi / 4 + math.pi / 2 * i) for i in range(4)]
+    elif shape == "triangle":
+        points = [(1.0, -math.pi / 2 + 2 * math.pi / 3 * i) for i in range(3)]
+    elif shape == "diamond":
+        points = [(1.0, 0.0), (1.0, math.pi / 2), (1.0, math.pi), (1.0, 3 * math.pi / 2)]
+    elif shape == "star":
+        points = [(1.0 if i % 2 == 0 else 0.45, -math.pi / 2 + math.pi / 5 * i) for i in range(10)]
+    elif shape == "cross":
+        a, b = 1.0, 0.35  # arm half-length and half-width, in units of the radius
+        corners = [(b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        corners += [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b)]
+        points = [(math.hypot(x, y), math.atan2(y, x)) for x, y in corners]
+    else:
+        raise ValueError(shape)
+    # diamonds are taller than wide, so that they differ from squares beyond the rotation
+    stretch_y = 1.35 if shape == "diamond" else 1.0
+    return [
+        (
+            cx + radius * r * math.cos(t + angle),
+            cy + radius * r * stretch_y * math.sin(t + angle),
+        )
+        for r, t in points
+    ]
+
+
+def _place_objects(rng, classes):
+    """Non-overlapping discs for the objects of one image: [(class, cx, cy, radius), ...]."""
+    placed = []
+    for c in classes:
+        for attempt in range(100):
+            radius = rng.uniform(*OBJECT_RADIUS) * (0.97**attempt)
+            margin = radius * 1.4 + 1
+            cx, cy = rng.uniform(margin, IMAGE_SIZE - margin, size=2)
+            if all(math.hypot(cx - x, cy - y) > 1.4 * (radius + r) for _, x, y, r in placed):
+                placed.append((c, cx, cy, radius))
+                break
+        else:
+            raise RuntimeError("could not place the objects of an image")
+    return placed
+
+
+def _draw_image(rng, objects):
+    """Returns the RGB image (H, W, 3) uint8 and each object's polygon (flat [x0, y0, ...])."""
+    image = rng.randint(70, 186, size=(IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.uint8)
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    polygons = []
+    for c, cx, cy, radius in objects:
+        colour_name, shape = MINIATURE_LVIS_CLASSES[c].split("_")
+        colour = np.clip(np.array(COLOURS[colour_name]) + rng.randint(-25, 26, size=3), 0, 255)
+        vertices = _shape_polygon(shape, cx, cy, radius, rng.uniform(-0.15, 0.15))
+        draw.polygon(vertices, fill=tuple(int(v) for v in colour))
+        polygons.append([round(v, 2) for xy in vertices for v in xy])
+    pixels = np.asarray(canvas).astype(np.int16) + rng.randint(-12, 13, size=image.shape)
+    return np.clip(pixels, 0, 255).astype(np.uint8), polygons
+
+
+def _polygon_area(flat):
+    xs, ys = flat[0::2], flat[1::2]
+    return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
+
+
+def _split_images(rng, train_counts):
+    """Per split, the classes of each image; every class appears at most once per image."""
+    num_classes = len(MINIATURE_LVIS_CLASSES)
+
+    def pack(slots):
+        images = []
+        while slots:
+            k = min(int(rng.choice(OBJECTS_PER_IMAGE)), len(set(slots)))
+            chosen = []
+            for c in list(slots):
+                if c not in chosen:
+                    chosen.append(c)
+                    slots.remove(c)
+                    if len(chosen) == k:
+                        break
+            images.append(chosen)
+        return images
+
+    train_slots = [c for c in range(num_classes) for _ in range(train_counts[c])]
+    val_slots = [c for c in range(num_classes) for _ in range(VAL_INSTANCES_PER_CLASS)]
+    return {
+        "train": pack([train_slots[i] for i in rng.permutation(len(train_slots))]),
+        "val": pack([val_slots[i] for i in rng.permutation(len(val_slots))]),
+    }
+
+
+def generate_miniature_lvis(output_dir: str) -> None:
+    """
+    Write the dataset into ``output_dir``: ``miniature_lvis_{train,val}.json`` in LVIS format and
+    the images under ``train/`` and ``val/``. Deterministic: the same files on every call.
+    """
+    rng = np.random.RandomState(SEED)
+    train_counts = _train_image_counts(rng)
+    categories = [
+        {
+            "id": c + 1,
+            "name": name,
+            "synonyms": [name],
+            "synset": f"{name}.n.01",
+            "def": name.replace("_", " "),
+            "frequency": lvis_frequency(train_counts[c]),
+            "image_count": train_counts[c],
+            "instance_count": train_counts[c],
+        }
+        for c, name in enumerate(MINIATURE_LVIS_CLASSES)
+    ]
+    all_category_ids = [cat["id"] for cat in categories]
+    for split, image_classes in _split_images(rng, train_counts).items():
+        os.makedirs(os.path.join(output_dir, split), exist_ok=True)
+        images, annotations = [], []
+        for index, classes in enumerate(image_classes):
+            image_id = index + 1
+            pixels, polygons = _draw_image(rng, _place_objects(rng, classes))
+            file_name = f"{image_id:06d}.png"
+            Image.fromarray(pixels).save(os.path.join(output_dir, split, file_name))
+            present = {c + 1 for c in classes}
+            images.append(
+                {
+                    "id": image_id,
+                    "width": IMAGE_SIZE,
+                    "height": IMAGE_SIZE,
+                    "file_name": file_name,
+                    "coco_url": f"{DIRNAME}/{split}/{file_name}",
+                    # annotation is exhaustive: every absent category is verified absent
+                    "neg_category_ids": [i for i in all_category_ids if i not in present],
+                    "not_exhaustive_category_ids": [],
+                }
+            )
+            for c, polygon in zip(classes, polygons):
+                xs, ys = polygon[0::2], polygon[1::2]
+                x0, y0 = max(min(xs), 0.0), max(min(ys), 0.0)
+                x1, y1 = min(max(xs), IMAGE_SIZE), min(max(ys), IMAGE_SIZE)
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": c + 1,
+                        "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                        "area": round(_polygon_area(polygon), 2),
+                        "segmentation": [polygon],
+                    }
+                )
+        dataset = {
+            "info": {
+                "description": f"miniature long-tailed LVIS-format dataset, {split} split",
+                "generator_version": GENERATOR_VERSION,
+            },
+            "licenses": [],
+            "categories": categories,
+            "images": images,
+            "annotations": annotations,
+        }
+        with open(os.path.join(output_dir, f"miniature_lvis_{split}.json"), "w") as f:
+            json.dump(dataset, f)
+
+
+def _is_current(dataset_dir):
+    for split in SPLITS.values():
+        try:
+            with open(os.path.join(dataset_dir, f"miniature_lvis_{split}.json")) as f:
+                if json.load(f)["info"]["generator_version"] != GENERATOR_VERSION:
+                    return False
+        except (OSError, ValueError, KeyError):
+            return False
+    return True
+
+
+def ensure_miniature_lvis(root: str) -> str:
+    """
+    Make the dataset under ``root/miniature_lvis`` unless an up-to-date copy is there. Several
+    processes may call it at once: each writes a private directory and renames it into place.
+
+    Returns:
+        str: the dataset directory.
+    """
+    dataset_dir = os.path.join(root, DIRNAME)
+    if _is_current(dataset_dir):
+        return dataset_dir
+    os.makedirs(root, exist_ok=True)
+    logger.info(f"Generating the miniature LVIS dataset in {dataset_dir} ...")
+    staging = tempfile.mkdtemp(prefix=f".{DIRNAME}-", dir=root)
+    try:
+        generate_miniature_lvis(staging)
+        if os.path.isdir(dataset_dir) and not _is_current(dataset_dir):
+            stale = tempfile.mkdtemp(prefix=f".{DIRNAME}-stale-", dir=root)
+            os.rename(dataset_dir, os.path.join(stale, DIRNAME))
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(staging, dataset_dir)
+        except OSError:
+            if not _is_current(dataset_dir):  # not a concurrent generation that won the race
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dataset_dir
+
+
+def _load_split(root, split):
+    dataset_dir = ensure_miniature_lvis(root)
+    return load_lvis_json(
+        os.path.join(dataset_dir, f"miniature_lvis_{split}.json"), dataset_dir + os.sep
+    )
+
+
+def register_miniature_lvis(root: str) -> None:
+    """
+    Register ``miniature_lvis_train`` and ``miniature_lvis_val`` under ``root`` (the datasets
+    directory). Nothing is generated until one of them is loaded.
+    """
+    dataset_dir = os.path.join(root, DIRNAME)
+    for name, split in SPLITS.items():
+        DatasetCatalog.register(name, functools.partial(_load_split, root, split))
+        MetadataCatalog.get(name).set(
+            thing_classes=list(MINIATURE_LVIS_CLASSES),
+            json_file=os.path.join(dataset_dir, f"miniature_lvis_{split}.json"),
+            image_root=dataset_dir + os.sep,
+            evaluator_type="lvis",
+            generated_on_demand=True,
+        )
+
+
+# the same root as detectron2's builtin datasets
+register_miniature_lvis(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

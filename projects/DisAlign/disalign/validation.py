@@ -1,0 +1,80 @@
+# -*- coding: utf-8 -*-
+"""
+Checks of a user's inputs that fail early, with one line that names the problem, before anything
+is written to the output directory.
+"""
+
+import os
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = ["InputError", "check_inputs"]
+
+_REMOTE_PREFIXES = ("detectron2://", "http://", "https://", "s3://", "manifold://")
+
+
+class InputError(ValueError):
+    """A problem with the user's inputs (config, files, datasets), reported in one line."""
+
+
+def check_inputs(cfg, *, training: bool):
+    """
+    Check that the files and datasets ``cfg`` refers to exist.
+
+    Args:
+        cfg: a detectron2 config.
+        training (bool): whether the config is about to be trained (else only evaluated).
+
+    Raises:
+        InputError: for the first problem found.
+    """
+    datasets_root = os.environ.get("DETECTRON2_DATASETS")
+    if datasets_root is not None and not os.path.isdir(os.path.expanduser(datasets_root)):
+        raise InputError(f"DETECTRON2_DATASETS={datasets_root} is not a directory")
+    weights = cfg.MODEL.WEIGHTS
+    if weights and not weights.startswith(_REMOTE_PREFIXES):
+        if not os.path.isfile(weights):
+            raise InputError(f"MODEL.WEIGHTS: checkpoint file '{weights}' does not exist")
+        if weights.endswith(".pth"):
+            _check_checkpoint_classes(weights, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    names = list(cfg.DATASETS.TEST) + (list(cfg.DATASETS.TRAIN) if training else [])
+    for name in names:
+        _check_dataset(name)
+
+
+def _check_checkpoint_classes(path, num_classes):
+    """A detectron2 checkpoint's box classifiers must have num_classes + 1 outputs."""
+    try:  # memory-mapped: only the classifier tensors are read
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:
+        raise InputError(f"MODEL.WEIGHTS: cannot read checkpoint '{path}': {e}") from None
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else {}
+    for key, tensor in state.items():
+        if key.endswith("cls_score.weight") and tensor.shape[0] != num_classes + 1:
+            raise InputError(
+                f"MODEL.WEIGHTS: checkpoint '{path}' has {tensor.shape[0] - 1} classes ('{key}'), "
+                f"but the config has MODEL.ROI_HEADS.NUM_CLASSES={num_classes}"
+            )
+
+
+def _check_dataset(name):
+    if name not in DatasetCatalog.list():
+        raise InputError(
+            f"dataset '{name}' is not registered (registered LVIS datasets: "
+            f"{', '.join(n for n in DatasetCatalog.list() if 'lvis' in n)})"
+        )
+    metadata = MetadataCatalog.get(name)
+    if metadata.get("generated_on_demand", False):
+        return  # made by the project the first time it is loaded
+    for key, kind, exists in (
+        ("json_file", "annotation file", os.path.isfile),
+        ("image_root", "image directory", os.path.isdir),
+    ):
+        path = metadata.get(key, None)
+        if path is not None and not exists(path):
+            root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+            raise InputError(
+                f"dataset '{name}': {kind} '{path}' does not exist (datasets are read from "
+                f"DETECTRON2_DATASETS={root}; see datasets/README.md)"
+            )
