@@ -1,0 +1,39 @@
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+import disalign
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINIATURE_BASELINE = os.path.join(
+    REPO_ROOT, "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_baseline.yaml"
+)
+MINIATURE_DISALIGN = os.path.join(
+    REPO_ROOT, "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_disalign.yaml"
+)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def load_config(path, *opts):
+    cfg = get_cfg()
+    disalign.add_disalign_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+@pytest.fixture
+def miniature_cfg():
+    """The stage-2 miniature config, shrunk for fast tests."""
+    return load_config(
+        MINIATURE_DISALIGN,
+        "MODEL.WEIGHTS",
+        "",
+        "SOLVER.IMS_PER_BATCH",
+        2,
+        "DATALOADER.NUM_WORKERS",
+        0,
+    )

@@ -1,0 +1,143 @@
+"""
+The DisAlign box predictor against detectron2's FastRCNNOutputLayers and the paper's formulas,
+in the shape of detectron2's tests/modeling/test_fast_rcnn.py.
+"""
+
+import pytest
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from torch.nn import functional as F
+
+from disalign import DisAlignFastRCNNOutputLayers, DistributionAlignment, grw_class_weights
+
+K, D = 5, 16
+
+
+def _predictor(**kwargs):
+    kwargs.setdefault("test_score_thresh", 0.01)
+    return DisAlignFastRCNNOutputLayers(
+        ShapeSpec(channels=D),
+        box2box_transform=Box2BoxTransform((10, 10, 5, 5)),
+        num_classes=K,
+        **kwargs,
+    )
+
+
+def _proposals(gt_classes_per_image):
+    proposals = []
+    for gt_classes in gt_classes_per_image:
+        n = len(gt_classes)
+        inst = Instances((60, 60))
+        xy = torch.rand(n, 2) * 30
+        inst.proposal_boxes = Boxes(torch.cat([xy, xy + 10 + torch.rand(n, 2) * 10], dim=1))
+        inst.gt_boxes = Boxes(inst.proposal_boxes.tensor + torch.randn(n, 4))
+        inst.gt_classes = torch.tensor(gt_classes, dtype=torch.long)
+        proposals.append(inst)
+    return proposals
+
+
+def test_at_init_disalign_equals_the_base_predictor():
+    torch.manual_seed(0)
+    ours = _predictor(calibration=True)
+    base = FastRCNNOutputLayers(
+        ShapeSpec(channels=D),
+        box2box_transform=Box2BoxTransform((10, 10, 5, 5)),
+        num_classes=K,
+        test_score_thresh=0.01,
+    )
+    base.load_state_dict({k: v for k, v in ours.state_dict().items() if "alignment" not in k})
+    assert isinstance(ours.alignment, DistributionAlignment)
+
+    x = torch.randn(12, D)
+    proposals = _proposals([[0] * 7, [0] * 5])
+    ours_out, base_out = ours(x), base(x)
+    assert torch.equal(ours_out[0], base_out[0]) and torch.equal(ours_out[1], base_out[1])
+    ours_inst, _ = ours.inference(ours_out, proposals)
+    base_inst, _ = base.inference(base_out, proposals)
+    for a, b in zip(ours_inst, base_inst):
+        assert len(a) > 0
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+
+
+def test_aligned_scores_follow_the_formula_and_keep_background():
+    torch.manual_seed(1)
+    predictor = _predictor(calibration=True)
+    with torch.no_grad():
+        predictor.alignment.alpha.copy_(torch.linspace(0.5, 2.0, K))
+        predictor.alignment.beta.copy_(torch.linspace(-1.0, 1.0, K))
+    x = torch.randn(6, D)
+    z = predictor.cls_score(x)
+    sigma = torch.sigmoid(predictor.alignment.confidence(x))
+    s = predictor.alignment.alpha * z[:, :K] + predictor.alignment.beta
+    scores, _ = predictor(x)
+    torch.testing.assert_close(scores[:, :K], sigma * s + (1 - sigma) * z[:, :K])
+    assert torch.equal(scores[:, K], z[:, K])
+
+
+def test_cosine_head():
+    torch.manual_seed(2)
+    predictor = _predictor(cls_head="cosine", cosine_scale=20.0, calibration=False)
+    x = torch.randn(4, D)
+    scores, _ = predictor(x)
+    w = predictor.cls_score.weight
+    assert w.shape == (K + 1, D)
+    torch.testing.assert_close(scores, 20.0 * F.normalize(x, dim=1) @ F.normalize(w, dim=1).t())
+    assert scores.abs().max() <= 20.0 + 1e-4
+    with pytest.raises(ValueError, match="CLS_HEAD"):
+        _predictor(cls_head="mlp")
+
+
+def test_grw_loss_against_hand_computation():
+    torch.manual_seed(3)
+    counts = [400, 100, 20, 5, 1]
+    predictor = _predictor(calibration=True, grw_rho=0.8, class_counts=counts)
+    x = torch.randn(6, D)
+    gt = [[0, 3, 5], [4, 5, 1]]
+    predictions = predictor(x)
+    with EventStorage():
+        losses = predictor.losses(predictions, _proposals(gt))
+    weights = torch.cat([grw_class_weights(counts, 0.8), torch.ones(1)])
+    labels = torch.tensor(sum(gt, []))
+    per_roi = -F.log_softmax(predictions[0], dim=1)[torch.arange(6), labels]
+    expected = (weights[labels] * per_roi).sum() / weights[labels].sum()
+    torch.testing.assert_close(losses["loss_cls"], expected)
+    assert not torch.allclose(expected, per_roi.mean())  # the weighting changes the loss
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    assert predictor.loss_class_weights()[K] == 1.0  # background
+
+
+def test_grw_class_counts_are_computed_once_and_lazily():
+    calls = []
+
+    def counts():
+        calls.append(1)
+        return [3, 1, 1, 1, 0]
+
+    predictor = _predictor(grw_rho=0.8, class_counts=counts)
+    assert calls == []  # inference never needs the training set
+    x = torch.randn(3, D)
+    with EventStorage():
+        for _ in range(2):
+            loss = predictor.losses(predictor(x), _proposals([[0, 4, 5]]))["loss_cls"]
+            assert torch.isfinite(loss)
+    assert calls == [1]
+    wrong = _predictor(grw_rho=0.8, class_counts=[1, 2])
+    with EventStorage(), pytest.raises(ValueError, match="2 class counts"):
+        wrong.losses(wrong(x), _proposals([[0, 1, 5]]))
+
+
+def test_frozen_box_regressor_gives_no_box_loss_and_empty_batch_is_zero():
+    predictor = _predictor(grw_rho=0.8, class_counts=[1] * K)
+    for p in predictor.bbox_pred.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(3, D)
+    with EventStorage():
+        assert set(predictor.losses(predictor(x), _proposals([[0, 1, 5]]))) == {"loss_cls"}
+        empty = predictor.losses(predictor(torch.zeros(0, D)), [])
+    assert empty["loss_cls"].item() == 0.0

@@ -1,0 +1,198 @@
+"""
+train_net.py itself, through both stages and evaluation, and its one-line errors on bad input.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import MINIATURE_BASELINE, MINIATURE_DISALIGN, REPO_ROOT
+
+LVIS_V05_BASELINE = os.path.join(REPO_ROOT, "configs/LVIS-v0.5/mask_rcnn_R_50_FPN_1x_baseline.yaml")
+# fmt: off
+FAST = [  # a few iterations of small batches, few detections to evaluate
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.WARMUP_ITERS", "2",
+    "SOLVER.STEPS", "(3,)",
+    "DATALOADER.NUM_WORKERS", "0",
+    "TEST.DETECTIONS_PER_IMAGE", "5",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+]
+# fmt: on
+ALIGNMENT_KEYS = {
+    "roi_heads.box_predictor.alignment.alpha",
+    "roi_heads.box_predictor.alignment.beta",
+    "roi_heads.box_predictor.alignment.confidence.weight",
+    "roi_heads.box_predictor.alignment.confidence.bias",
+}
+
+
+def train_net(*args, env=None):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_net")
+    stage1, stage2 = out / "stage1", out / "stage2"
+    first = _ok(
+        train_net(
+            "--config-file", MINIATURE_BASELINE, *FAST, "SOLVER.MAX_ITER", 4, "OUTPUT_DIR", stage1
+        )
+    )
+    second = _ok(
+        train_net(
+            "--config-file",
+            MINIATURE_DISALIGN,
+            *FAST,
+            "SOLVER.MAX_ITER",
+            4,
+            "MODEL.WEIGHTS",
+            stage1 / "model_final.pth",
+            "OUTPUT_DIR",
+            stage2,
+        )
+    )
+    return stage1, stage2, first, second
+
+
+def _model(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_both_stages_train_and_evaluate(stages):
+    stage1, stage2, first, second = stages
+    for directory, run in ((stage1, first), (stage2, second)):
+        results = json.loads((directory / "eval_results.json").read_text())
+        for task in ("bbox", "segm"):
+            assert {"AP", "AP50", "APr", "APc", "APf"} <= set(results[task])
+            assert all(0.0 <= results[task][k] <= 100.0 for k in ("AP", "APr", "APc", "APf"))
+        assert "eta:" in run.stdout  # detectron2's progress lines
+    # stage 2 trains the classification loss only
+    assert "loss_cls" in first.stdout and "loss_mask" in first.stdout
+    stage2_metrics = [
+        json.loads(line) for line in (stage2 / "metrics.json").read_text().splitlines()
+    ]
+    trained = [m for m in stage2_metrics if "total_loss" in m]
+    assert trained and not any("loss_mask" in m or "loss_rpn_cls" in m for m in trained)
+
+
+def test_stage2_checkpoint_differs_from_stage1_only_in_alignment(stages):
+    stage1, stage2, _, _ = stages
+    before, after = _model(stage1 / "model_final.pth"), _model(stage2 / "model_final.pth")
+    assert set(after) - set(before) == ALIGNMENT_KEYS
+    assert set(before) <= set(after)
+    for key, tensor in before.items():
+        assert torch.equal(after[key], tensor), key
+    assert not torch.equal(after["roi_heads.box_predictor.alignment.beta"], torch.zeros(36))
+
+
+def test_eval_only_reproduces_the_training_evaluation(stages, tmp_path):
+    _, stage2, _, _ = stages
+    _ok(
+        train_net(
+            "--config-file",
+            MINIATURE_DISALIGN,
+            "--eval-only",
+            *FAST,
+            "MODEL.WEIGHTS",
+            stage2 / "model_final.pth",
+            "OUTPUT_DIR",
+            tmp_path,
+        )
+    )
+    assert json.loads((tmp_path / "eval_results.json").read_text()) == json.loads(
+        (stage2 / "eval_results.json").read_text()
+    )
+
+
+def _one_line_error(result, expected):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_dataset_directory(tmp_path):
+    result = train_net(
+        "--config-file", MINIATURE_BASELINE, env={"DETECTRON2_DATASETS": str(tmp_path / "missing")}
+    )
+    _one_line_error(result, f"DETECTRON2_DATASETS={tmp_path / 'missing'} is not a directory")
+
+
+def test_missing_lvis_files(tmp_path):
+    result = train_net(
+        "--config-file",
+        LVIS_V05_BASELINE,
+        "OUTPUT_DIR",
+        tmp_path / "out",
+        env={"DETECTRON2_DATASETS": str(tmp_path)},
+    )
+    _one_line_error(result, f"dataset 'lvis_v0.5_val': annotation file '{tmp_path}/lvis/")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_missing_stage2_weights(tmp_path):
+    result = train_net(
+        "--config-file",
+        MINIATURE_DISALIGN,
+        "MODEL.WEIGHTS",
+        tmp_path / "nothing.pth",
+        "OUTPUT_DIR",
+        tmp_path / "out",
+    )
+    _one_line_error(result, f"checkpoint file '{tmp_path / 'nothing.pth'}' does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_count_mismatch_leaves_outputs_untouched(stages):
+    stage1, stage2, _, _ = stages
+    before = {p.name: p.read_bytes() for p in stage2.iterdir() if p.is_file()}
+    result = train_net(
+        "--config-file",
+        MINIATURE_DISALIGN,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        20,
+        "MODEL.WEIGHTS",
+        stage1 / "model_final.pth",
+        "OUTPUT_DIR",
+        stage2,
+    )
+    _one_line_error(
+        result,
+        "has 36 classes ('roi_heads.box_predictor.cls_score.weight'), but the "
+        "config has MODEL.ROI_HEADS.NUM_CLASSES=20",
+    )
+    assert {p.name: p.read_bytes() for p in stage2.iterdir() if p.is_file()} == before
+
+
+def test_unknown_config_key_on_the_command_line():
+    result = train_net("--config-file", MINIATURE_BASELINE, "MODEL.DISALIGN.RH0", 0.8)
+    _one_line_error(result, "Non-existent key: MODEL.DISALIGN.RH0")
+
+
+def test_unknown_config_key_in_a_file(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text(f'_BASE_: "{MINIATURE_DISALIGN}"\nMODEL:\n  DISALIGN:\n    RH0: 0.8\n')
+    result = train_net("--config-file", config)
+    _one_line_error(result, f"{config}: Non-existent config key: MODEL.DISALIGN.RH0")
+
+
+def test_missing_config_file(tmp_path):
+    result = train_net("--config-file", tmp_path / "nothing.yaml")
+    _one_line_error(result, f"config file '{tmp_path / 'nothing.yaml'}' does not exist")
