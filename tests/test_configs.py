@@ -1,6 +1,7 @@
 """
 Every shipped config builds a model; the cascade ROI heads carry the DisAlign predictor too.
 """
+
 import glob
 import os
 
@@ -70,7 +71,9 @@ def test_cascade_heads_align_every_stage():
     assert trainable == set(alignment_parameter_names(model)) and len(trainable) == 12
 
     mapper = DatasetMapper(cfg, is_train=True)
-    batch = trivial_batch_collator([mapper(d) for d in DatasetCatalog.get("miniature_lvis_val")[:2]])
+    batch = trivial_batch_collator(
+        [mapper(d) for d in DatasetCatalog.get("miniature_lvis_val")[:2]]
+    )
     model.train()
     with EventStorage():
         losses = model(batch)

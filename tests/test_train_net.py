@@ -196,3 +196,42 @@ def test_unknown_config_key_in_a_file(tmp_path):
 def test_missing_config_file(tmp_path):
     result = train_net("--config-file", tmp_path / "nothing.yaml")
     _one_line_error(result, f"config file '{tmp_path / 'nothing.yaml'}' does not exist")
+
+
+def test_real_lvis_layout_is_read_through_detectron2_builtin_names(tmp_path):
+    (tmp_path / "lvis").mkdir()
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)
+    (tmp_path / "coco" / "val2017" / "000000000001.jpg").write_bytes(b"")
+    image = {
+        "id": 1,
+        "width": 64,
+        "height": 48,
+        "neg_category_ids": [],
+        "not_exhaustive_category_ids": [],
+        "coco_url": "http://images.cocodataset.org/val2017/000000000001.jpg",
+    }
+    annotation = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 7,
+        "bbox": [1, 2, 10, 20],
+        "area": 200,
+        "segmentation": [[1, 2, 11, 2, 11, 22, 1, 22]],
+    }
+    categories = [{"id": i, "name": f"c{i}", "frequency": "r"} for i in range(1, 1231)]
+    gt = {"images": [image], "annotations": [annotation], "categories": categories}
+    (tmp_path / "lvis" / "lvis_v0.5_val.json").write_text(json.dumps(gt))
+    script = (
+        "import disalign\n"
+        "from detectron2.data import DatasetCatalog\n"
+        "(record,) = DatasetCatalog.get('lvis_v0.5_val')\n"
+        "print(record['file_name'], [a['category_id'] for a in record['annotations']])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DETECTRON2_DATASETS": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [f"{tmp_path}/coco/val2017/000000000001.jpg", "[6]"]
