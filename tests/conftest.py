@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.engine import SimpleTrainer
 
 import disalign
 
@@ -37,3 +38,20 @@ def miniature_cfg():
         "DATALOADER.NUM_WORKERS",
         0,
     )
+
+
+class RecordingTrainer(SimpleTrainer):
+    """detectron2's SimpleTrainer, keeping the loss names of each step."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.loss_names = []
+
+    def run_step(self):
+        data = next(self._data_loader_iter)
+        loss_dict = self.model(data)
+        self.loss_names.append(sorted(loss_dict))
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.optimizer.step()

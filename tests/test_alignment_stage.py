@@ -6,55 +6,59 @@ iterations, every other parameter and buffer is bit-identical.
 import pytest
 import torch
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
-from disalign import alignment_parameter_names, freeze_all_but_alignment, frozen_submodules
+from disalign import alignment_parameter_names, freeze_for_alignment_stage, frozen_submodules
 
-from conftest import MINIATURE_BASELINE, load_config
+from conftest import MINIATURE_BASELINE, RecordingTrainer, load_config
 
-
-class _RecordingTrainer(SimpleTrainer):
-    """detectron2's SimpleTrainer, keeping the loss names of each step."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.loss_names = []
-
-    def run_step(self):
-        data = next(self._data_loader_iter)
-        loss_dict = self.model(data)
-        self.loss_names.append(sorted(loss_dict))
-        losses = sum(loss_dict.values())
-        self.optimizer.zero_grad()
-        losses.backward()
-        self.optimizer.step()
+ALIGNMENT = {
+    "roi_heads.box_predictor.alignment.alpha",
+    "roi_heads.box_predictor.alignment.beta",
+    "roi_heads.box_predictor.alignment.confidence.weight",
+    "roi_heads.box_predictor.alignment.confidence.bias",
+}
+CLASSIFIER = {"roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.cls_score.bias"}
 
 
-def test_stage2_trains_only_alignment_and_moves_no_buffer(miniature_cfg):
+@pytest.mark.parametrize(
+    "opts, expected",
+    [
+        ([], ALIGNMENT),  # DisAlign
+        (
+            ["MODEL.DISALIGN.MARGIN", False, "MODEL.DISALIGN.CONFIDENCE", False],
+            {"roi_heads.box_predictor.alignment.alpha"},
+        ),  # magnitude only, input-agnostic
+        (
+            [
+                "MODEL.DISALIGN.CALIBRATION",
+                False,
+                "MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE",
+                "classifier",
+            ],
+            CLASSIFIER,
+        ),  # no calibration
+    ],
+)
+def test_stage2_trains_only_its_parameters_and_moves_no_buffer(miniature_cfg, opts, expected):
     torch.manual_seed(0)
     cfg = miniature_cfg
-    cfg.SOLVER.BASE_LR = 0.5  # large, so that the alignment parameters move visibly
+    cfg.merge_from_list(opts)
+    cfg.SOLVER.BASE_LR = 0.5  # large, so that the trained parameters move visibly
     model = build_model(cfg)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {
-        "roi_heads.box_predictor.alignment.alpha",
-        "roi_heads.box_predictor.alignment.beta",
-        "roi_heads.box_predictor.alignment.confidence.weight",
-        "roi_heads.box_predictor.alignment.confidence.bias",
-    }
-    assert set(alignment_parameter_names(model)) == trainable
+    assert trainable == expected
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert any("running_mean" in k for k in before)  # BatchNorm buffers are there to check
 
-    trainer = _RecordingTrainer(
+    trainer = RecordingTrainer(
         model, build_detection_train_loader(cfg), build_optimizer(cfg, model)
     )
-    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == 4
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(expected)
     trainer.train(0, 3)
 
-    # the frozen parts ran in eval mode, the path to the alignment in train mode
+    # the frozen parts ran in eval mode, the path to the trained parameters in train mode
     assert model.training and model.roi_heads.training and model.roi_heads.box_predictor.training
     assert not model.backbone.training and not model.proposal_generator.training
     assert not model.roi_heads.box_head.training and not model.roi_heads.mask_head.training
@@ -64,7 +68,7 @@ def test_stage2_trains_only_alignment_and_moves_no_buffer(miniature_cfg):
     after = model.state_dict()
     assert set(after) == set(before)
     changed = {k for k in after if not torch.equal(after[k], before[k])}
-    assert changed == trainable, sorted(changed ^ trainable)
+    assert changed == expected, sorted(changed ^ expected)
 
 
 def test_stage1_model_is_plain_and_fully_trainable():
@@ -75,7 +79,7 @@ def test_stage1_model_is_plain_and_fully_trainable():
     model.train()
     assert all(m.training for m in model.modules())
     with pytest.raises(ValueError, match="no alignment parameters"):
-        freeze_all_but_alignment(model)
+        freeze_for_alignment_stage(model)
 
 
 def test_frozen_submodules_are_the_largest_frozen_subtrees(miniature_cfg):

@@ -141,3 +141,23 @@ def test_frozen_box_regressor_gives_no_box_loss_and_empty_batch_is_zero():
         assert set(predictor.losses(predictor(x), _proposals([[0, 1, 5]]))) == {"loss_cls"}
         empty = predictor.losses(predictor(torch.zeros(0, D)), [])
     assert empty["loss_cls"].item() == 0.0
+
+
+def test_sigmoid_and_federated_losses_are_refused_where_detectron2_has_them():
+    # current detectron2 adds these keys (and FastRCNNOutputLayers arguments); 0.6 has neither
+    import inspect
+
+    from detectron2.modeling import build_model
+
+    from conftest import MINIATURE_BASELINE, load_config
+
+    cfg = load_config(MINIATURE_BASELINE, "MODEL.WEIGHTS", "")
+    keys = [k for k in ("USE_SIGMOID_CE", "USE_FED_LOSS") if k in cfg.MODEL.ROI_BOX_HEAD]
+    accepts = "use_fed_loss" in inspect.signature(FastRCNNOutputLayers.__init__).parameters
+    assert keys == (["USE_SIGMOID_CE", "USE_FED_LOSS"] if accepts else [])
+    if keys:  # (detectron2 itself allows the federated loss only with sigmoid cross-entropy)
+        bad = cfg.clone()
+        bad.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = True
+        with pytest.raises(ValueError, match="softmax cross-entropy"):
+            build_model(bad)
+    assert isinstance(build_model(cfg).roi_heads.box_predictor, DisAlignFastRCNNOutputLayers)

@@ -235,3 +235,15 @@ def test_real_lvis_layout_is_read_through_detectron2_builtin_names(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [f"{tmp_path}/coco/val2017/000000000001.jpg", "[6]"]
+
+
+@pytest.mark.parametrize(
+    "opts, expected",
+    [
+        (["MODEL.DISALIGN.CLS_HEAD", "cos"], "MODEL.DISALIGN.CLS_HEAD must be one of"),
+        (["MODEL.DISALIGN.GRW.COUNT_BY", "pixels"], "MODEL.DISALIGN.GRW.COUNT_BY must be one of"),
+        (["MODEL.DISALIGN.CALIBRATION", False], "ALIGNMENT_STAGE has nothing to train"),
+    ],
+)
+def test_bad_disalign_values(opts, expected):
+    _one_line_error(train_net("--config-file", MINIATURE_DISALIGN, *opts), expected)

@@ -35,6 +35,10 @@ def add_disalign_config(cfg):
     # the frozen modules in eval mode (no BatchNorm statistic moves, the RPN runs as at inference)
     # and compute only the losses that train something (the classification loss).
     _C.MODEL.DISALIGN.ALIGNMENT_STAGE = False
+    # What the alignment stage trains: "alignment" (alpha, beta and the confidence layer: DisAlign)
+    # or "classifier" (also the base classifier: the paper's ablation without calibration, where
+    # stage 2 re-trains the classifier, with or without GRW).
+    _C.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE = "alignment"
 
     _C.MODEL.DISALIGN.GRW = CN()
     # Generalized re-weighting of the classification loss: foreground class j gets the weight

@@ -25,7 +25,9 @@ from .alignment import has_trainable_parameters
 from .grw import grw_class_weights, training_class_counts
 from .layers import CosineClassifier, DistributionAlignment
 
-__all__ = ["DisAlignFastRCNNOutputLayers"]
+__all__ = ["CLS_HEAD_CHOICES", "DisAlignFastRCNNOutputLayers"]
+
+CLS_HEAD_CHOICES = ("dot", "cosine")
 
 
 class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -79,8 +81,10 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         if cls_head == "cosine":
             self.cls_score = CosineClassifier(input_size, self.num_classes + 1, cosine_scale)
-        elif cls_head != "dot":
-            raise ValueError(f"MODEL.DISALIGN.CLS_HEAD must be 'dot' or 'cosine', got '{cls_head}'")
+        elif cls_head not in CLS_HEAD_CHOICES:
+            raise ValueError(
+                f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}, got '{cls_head}'"
+            )
         self.alignment = (
             DistributionAlignment(
                 self.num_classes if foreground_only else self.num_classes + 1,
@@ -102,13 +106,14 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
+        # USE_SIGMOID_CE and USE_FED_LOSS exist only in detectron2 newer than 0.6
         box_head_cfg = cfg.MODEL.ROI_BOX_HEAD
         if box_head_cfg.get("USE_SIGMOID_CE", False) or box_head_cfg.get("USE_FED_LOSS", False):
             raise ValueError(
                 "DisAlign's box predictor uses softmax cross-entropy: set "
                 "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE and USE_FED_LOSS to False"
             )
+        ret = super().from_config(cfg, input_shape)
         d = cfg.MODEL.DISALIGN
         ret.update(
             {

@@ -2,7 +2,7 @@
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
-from .alignment import freeze_all_but_alignment, frozen_submodules
+from .alignment import freeze_for_alignment_stage, frozen_submodules
 
 __all__ = ["DisAlignRCNN"]
 
@@ -13,27 +13,37 @@ class DisAlignRCNN(GeneralizedRCNN):
     detectron2's GeneralizedRCNN that knows DisAlign's two stages.
 
     With ``MODEL.DISALIGN.ALIGNMENT_STAGE`` off it is exactly GeneralizedRCNN (stage 1, baselines).
-    With it on (stage 2) it freezes every parameter except the alignment parameters when built,
+    With it on (stage 2) it freezes every parameter except the alignment parameters when built
+    (``MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE``),
     and ``train()`` keeps the frozen submodules (backbone, RPN, box and mask heads, ...) in eval
     mode: their buffers never move, the RPN proposes boxes as at inference and computes no loss.
     """
 
     @configurable
-    def __init__(self, *, alignment_stage: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        alignment_stage: bool = False,
+        alignment_stage_trainable: str = "alignment",
+        **kwargs,
+    ):
         """
         Args:
             alignment_stage (bool): build the model for the alignment stage (stage 2).
+            alignment_stage_trainable (str): what stage 2 trains, see
+                :func:`disalign.alignment.freeze_for_alignment_stage`.
             kwargs: as for detectron2's GeneralizedRCNN.
         """
         super().__init__(**kwargs)
         self.alignment_stage = alignment_stage
         if alignment_stage:
-            freeze_all_but_alignment(self)
+            freeze_for_alignment_stage(self, alignment_stage_trainable)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         ret["alignment_stage"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE
+        ret["alignment_stage_trainable"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE
         return ret
 
     def train(self, mode: bool = True):

@@ -5,11 +5,16 @@ is written to the output directory.
 """
 
 import os
+from typing import List
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-__all__ = ["InputError", "check_inputs"]
+from .alignment import ALIGNMENT_STAGE_TRAINABLE_CHOICES
+from .fast_rcnn import CLS_HEAD_CHOICES
+from .grw import COUNT_BY_CHOICES
+
+__all__ = ["InputError", "check_inputs", "dataset_problems"]
 
 _REMOTE_PREFIXES = ("detectron2://", "http://", "https://", "s3://", "manifold://")
 
@@ -29,6 +34,7 @@ def check_inputs(cfg, *, training: bool):
     Raises:
         InputError: for the first problem found.
     """
+    _check_disalign_keys(cfg.MODEL.DISALIGN)
     datasets_root = os.environ.get("DETECTRON2_DATASETS")
     if datasets_root is not None and not os.path.isdir(os.path.expanduser(datasets_root)):
         raise InputError(f"DETECTRON2_DATASETS={datasets_root} is not a directory")
@@ -41,6 +47,25 @@ def check_inputs(cfg, *, training: bool):
     names = list(cfg.DATASETS.TEST) + (list(cfg.DATASETS.TRAIN) if training else [])
     for name in names:
         _check_dataset(name)
+
+
+def _check_disalign_keys(d):
+    for key, value, choices in (
+        ("CLS_HEAD", d.CLS_HEAD, CLS_HEAD_CHOICES),
+        ("GRW.COUNT_BY", d.GRW.COUNT_BY, COUNT_BY_CHOICES),
+        (
+            "ALIGNMENT_STAGE_TRAINABLE",
+            d.ALIGNMENT_STAGE_TRAINABLE,
+            ALIGNMENT_STAGE_TRAINABLE_CHOICES,
+        ),
+    ):
+        if value not in choices:
+            raise InputError(f"MODEL.DISALIGN.{key} must be one of {choices}, got '{value}'")
+    if d.ALIGNMENT_STAGE and not d.CALIBRATION and d.ALIGNMENT_STAGE_TRAINABLE == "alignment":
+        raise InputError(
+            "MODEL.DISALIGN.ALIGNMENT_STAGE has nothing to train with CALIBRATION off; set "
+            'CALIBRATION True, or ALIGNMENT_STAGE_TRAINABLE "classifier" to re-train the classifier'
+        )
 
 
 def _check_checkpoint_classes(path, num_classes):
@@ -58,23 +83,33 @@ def _check_checkpoint_classes(path, num_classes):
             )
 
 
-def _check_dataset(name):
+def dataset_problems(name: str) -> List[str]:
+    """
+    Every problem that keeps the registered dataset ``name`` from loading (missing annotation
+    file, missing image directory), one line each; empty if there is none.
+    """
     if name not in DatasetCatalog.list():
-        raise InputError(
-            f"dataset '{name}' is not registered (registered LVIS datasets: "
-            f"{', '.join(n for n in DatasetCatalog.list() if 'lvis' in n)})"
-        )
+        registered = ", ".join(n for n in DatasetCatalog.list() if "lvis" in n)
+        return [f"dataset '{name}' is not registered (registered LVIS datasets: {registered})"]
     metadata = MetadataCatalog.get(name)
     if metadata.get("generated_on_demand", False):
-        return  # made by the project the first time it is loaded
+        return []  # made by the project the first time it is loaded
+    root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+    problems = []
     for key, kind, exists in (
         ("json_file", "annotation file", os.path.isfile),
         ("image_root", "image directory", os.path.isdir),
     ):
         path = metadata.get(key, None)
         if path is not None and not exists(path):
-            root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-            raise InputError(
+            problems.append(
                 f"dataset '{name}': {kind} '{path}' does not exist (datasets are read from "
                 f"DETECTRON2_DATASETS={root}; see datasets/README.md)"
             )
+    return problems
+
+
+def _check_dataset(name):
+    problems = dataset_problems(name)
+    if problems:
+        raise InputError(problems[0])
