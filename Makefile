@@ -5,15 +5,27 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+INSTALL_FILES := requirements.txt setup.cfg pyproject.toml tools/install.sh \
+	tools/install_detectron2.py tools/detectron2_C_standin.py
 
-.PHONY: install demo test clean-demo
+# a second environment with a current upstream detectron2, built from source with its C++ ops
+D2MAIN_VENV ?= .venv-d2main
+D2MAIN_SOURCE ?= ../shared/vendor/detectron2-main-02b5c4e.tar.gz
+
+.PHONY: install demo test test-d2main clean-demo
 
 install: $(INSTALLED)
 
-$(INSTALLED): requirements.txt setup.cfg pyproject.toml tools/install.sh \
-		tools/install_detectron2.py tools/detectron2_C_standin.py
+$(INSTALLED): $(INSTALL_FILES)
 	bash tools/install.sh $(VENV)
 	touch $@
+
+$(D2MAIN_VENV)/.installed: $(INSTALL_FILES) $(D2MAIN_SOURCE)
+	bash tools/install.sh $(D2MAIN_VENV) $(D2MAIN_SOURCE)
+	touch $@
+
+$(D2MAIN_SOURCE):
+	@echo "error: $(D2MAIN_SOURCE) not found (set D2MAIN_SOURCE to a detectron2 source archive)"; exit 1
 
 # Baseline Mask R-CNN (stage 1) and its DisAlign alignment (stage 2) on the embedded miniature
 # LVIS dataset, both evaluated; prints the comparison and writes output/demo/results.json.
@@ -22,6 +34,10 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests
+
+# the same test suite against the current detectron2 of D2MAIN_SOURCE
+test-d2main: $(D2MAIN_VENV)/.installed
+	$(D2MAIN_VENV)/bin/python -m pytest tests
 
 clean-demo:
 	rm -rf output/demo

@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """
-Build and install detectron2 0.6 into the running Python environment, without its C++ ops.
+Build and install detectron2 into the running Python environment.
+
+Default: detectron2 0.6 from PyPI's source distribution, without its C++ ops. With --source, a
+detectron2 source archive (e.g. a current upstream checkout as .tar.gz), built with its ops.
+
 
 detectron2 is not published on PyPI. The one copy on the package index, the source distribution
 ``pb1-detectron2==0.6``, is upstream detectron2 v0.6 renamed, but it lacks the C++ sources of its
@@ -12,6 +16,9 @@ compiled ops, so ``pip install pb1-detectron2`` fails while building them. This 
    import time, and the stand-in raises a clear error only if a compiled op is called;
 4. installs it with ``pip install --no-build-isolation --no-deps`` (torch must already be installed;
    the dependencies are pinned in requirements.txt).
+
+With ``--source ARCHIVE`` it unpacks that archive instead and installs it with
+``pip install --no-build-isolation --no-deps``, compiling its C++ ops (a few minutes on 2 cores).
 
 It does nothing when detectron2 already imports (use --force to rebuild).
 """
@@ -75,9 +82,25 @@ def prepare_source(sdist: Path, build_dir: Path) -> Path:
     return source
 
 
+def unpack_source(archive: Path, build_dir: Path) -> Path:
+    """Unpack a detectron2 source archive; returns the directory holding its setup.py."""
+    if not archive.is_file():
+        sys.exit(f"error: detectron2 source archive '{archive}' does not exist")
+    target = build_dir / archive.name.split(".tar")[0]
+    if target.exists():
+        shutil.rmtree(target)
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    setups = sorted(target.glob("*/setup.py")) + sorted(target.glob("setup.py"))
+    if not setups:
+        sys.exit(f"error: '{archive}' holds no setup.py; not a detectron2 source archive")
+    return setups[0].parent
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--build-dir", default=REPO_ROOT / "build" / "detectron2", type=Path)
+    parser.add_argument("--source", type=Path, help="a detectron2 source archive to build instead")
     parser.add_argument("--force", action="store_true", help="rebuild even if detectron2 imports")
     args = parser.parse_args()
 
@@ -89,7 +112,10 @@ def main():
         print("detectron2 is already installed; nothing to do (--force rebuilds it)")
         return
     args.build_dir.mkdir(parents=True, exist_ok=True)
-    source = prepare_source(download_sdist(args.build_dir), args.build_dir)
+    if args.source:
+        source = unpack_source(args.source.resolve(), args.build_dir)
+    else:
+        source = prepare_source(download_sdist(args.build_dir), args.build_dir)
     run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", source])
     run([sys.executable, "-c", "import detectron2.modeling, detectron2.engine"])
 
