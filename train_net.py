@@ -60,8 +60,7 @@ def build_config(args):
     return cfg
 
 
-def main(args):
-    cfg = build_config(args)
+def main(args, cfg):
     default_setup(cfg, args)
 
     if args.eval_only:
@@ -80,14 +79,14 @@ if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     try:
-        build_config(args)  # fail before any worker starts or anything is written
+        cfg = build_config(args)  # fails before any worker starts or anything is written
         launch(
             main,
             args.num_gpus,
             num_machines=args.num_machines,
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
-            args=(args,),
+            args=(args, cfg),
         )
     except InputError as e:
         sys.exit(f"error: {e}")

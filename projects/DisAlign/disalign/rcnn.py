@@ -13,10 +13,10 @@ class DisAlignRCNN(GeneralizedRCNN):
     detectron2's GeneralizedRCNN that knows DisAlign's two stages.
 
     With ``MODEL.DISALIGN.ALIGNMENT_STAGE`` off it is exactly GeneralizedRCNN (stage 1, baselines).
-    With it on (stage 2) it freezes every parameter except the alignment parameters when built
-    (``MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE``),
-    and ``train()`` keeps the frozen submodules (backbone, RPN, box and mask heads, ...) in eval
-    mode: their buffers never move, the RPN proposes boxes as at inference and computes no loss.
+    With it on (stage 2) it freezes, when built, every parameter except those stage 2 trains
+    (``MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE``: the alignment parameters by default), and its
+    ``train()`` keeps the frozen submodules (backbone, RPN, box and mask heads, ...) in eval mode:
+    their buffers never move, the RPN proposes boxes as at inference and computes no loss.
     """
 
     @configurable

@@ -70,8 +70,11 @@ def _check_disalign_keys(d):
 
 def _check_checkpoint_classes(path, num_classes):
     """A detectron2 checkpoint's box classifiers must have num_classes + 1 outputs."""
-    try:  # memory-mapped: only the classifier tensors are read
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    try:
+        try:  # memory-mapped: only the classifier tensors are read
+            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be mapped
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise InputError(f"MODEL.WEIGHTS: cannot read checkpoint '{path}': {e}") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else {}
