@@ -12,7 +12,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
-from disalign import DisAlignFastRCNNOutputLayers, DistributionAlignment, grw_class_weights
+from disalign import (
+    DisAlignFastRCNNOutputLayers,
+    DistributionAlignment,
+    GRWCrossEntropy,
+    grw_class_weights,
+)
 
 K, D = 5, 16
 
@@ -96,7 +101,7 @@ def test_cosine_head():
 def test_grw_loss_against_hand_computation():
     torch.manual_seed(3)
     counts = [400, 100, 20, 5, 1]
-    predictor = _predictor(calibration=True, grw_rho=0.8, class_counts=counts)
+    predictor = _predictor(calibration=True, grw=GRWCrossEntropy(0.8, counts, K, 1))
     x = torch.randn(6, D)
     gt = [[0, 3, 5], [4, 5, 1]]
     predictions = predictor(x)
@@ -109,7 +114,7 @@ def test_grw_loss_against_hand_computation():
     torch.testing.assert_close(losses["loss_cls"], expected)
     assert not torch.allclose(expected, per_roi.mean())  # the weighting changes the loss
     assert set(losses) == {"loss_cls", "loss_box_reg"}
-    assert predictor.loss_class_weights()[K] == 1.0  # background
+    assert predictor.grw.class_weights()[K] == 1.0  # background
 
 
 def test_grw_class_counts_are_computed_once_and_lazily():
@@ -119,7 +124,7 @@ def test_grw_class_counts_are_computed_once_and_lazily():
         calls.append(1)
         return [3, 1, 1, 1, 0]
 
-    predictor = _predictor(grw_rho=0.8, class_counts=counts)
+    predictor = _predictor(grw=GRWCrossEntropy(0.8, counts, K, 1))
     assert calls == []  # inference never needs the training set
     x = torch.randn(3, D)
     with EventStorage():
@@ -127,13 +132,13 @@ def test_grw_class_counts_are_computed_once_and_lazily():
             loss = predictor.losses(predictor(x), _proposals([[0, 4, 5]]))["loss_cls"]
             assert torch.isfinite(loss)
     assert calls == [1]
-    wrong = _predictor(grw_rho=0.8, class_counts=[1, 2])
-    with EventStorage(), pytest.raises(ValueError, match="2 class counts"):
+    wrong = _predictor(grw=GRWCrossEntropy(0.8, [1, 2], K, 1))
+    with EventStorage(), pytest.raises(ValueError, match="2 class counts for a classifier of 5"):
         wrong.losses(wrong(x), _proposals([[0, 1, 5]]))
 
 
 def test_frozen_box_regressor_gives_no_box_loss_and_empty_batch_is_zero():
-    predictor = _predictor(grw_rho=0.8, class_counts=[1] * K)
+    predictor = _predictor(grw=GRWCrossEntropy(0.8, [1] * K, K, 1))
     for p in predictor.bbox_pred.parameters():
         p.requires_grad_(False)
     x = torch.randn(3, D)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from disalign import count_class_samples, grw_class_weights, training_class_counts
+from disalign import GRWCrossEntropy, count_class_samples, grw_class_weights, training_class_counts
 
 
 def test_grw_weights_against_hand_computation():
@@ -50,8 +50,10 @@ def test_count_class_samples_by_images_and_instances():
     assert count_class_samples(DICTS, 4, "instances") == [3, 0, 1, 0]
     with pytest.raises(ValueError, match="count_by"):
         count_class_samples(DICTS, 4, "pixels")
-    with pytest.raises(ValueError, match="NUM_CLASSES"):
+    with pytest.raises(ValueError, match="configured number of classes"):
         count_class_samples(DICTS, 2, "images")
+    labelled = [{"label": 1}, {"label": 1}, {"label": 0}]  # image classification records
+    assert count_class_samples(labelled, 3, "images") == [1, 2, 0]
 
 
 def test_training_class_counts_from_the_registered_miniature_lvis():
@@ -65,3 +67,18 @@ def test_training_class_counts_from_the_registered_miniature_lvis():
     assert counts == [c["image_count"] for c in sorted(categories, key=lambda c: c["id"])]
     assert min(counts) >= 1 and max(counts) > 100
     assert len(DatasetCatalog.get("miniature_lvis_train")) < sum(counts)  # several per image
+
+
+def test_grw_cross_entropy_weights_targets_and_ignores_the_ignore_label():
+    loss = GRWCrossEntropy(1.0, [1, 3], num_classes=2, num_unweighted=1)
+    torch.testing.assert_close(loss.class_weights(), torch.tensor([1.5, 0.5, 1.0]))
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [5.0, 5.0, 5.0]])
+    targets = torch.tensor([0, 1, 2, 255])
+    nll = -torch.log_softmax(logits, dim=1)[torch.arange(3), targets[:3]]
+    expected = (1.5 * nll[0] + 0.5 * nll[1] + 1.0 * nll[2]) / 3.0
+    torch.testing.assert_close(loss(logits, targets, ignore_index=255), expected)
+    # per-pixel logits (N, C, H, W) as in segmentation
+    pixels = logits[:3].t().reshape(1, 3, 1, 3)
+    torch.testing.assert_close(loss(pixels, targets[:3].reshape(1, 1, 3)), expected)
+    empty = loss(logits, torch.full((4,), 255), ignore_index=255)
+    assert empty.item() == 0.0 and empty.requires_grad is False

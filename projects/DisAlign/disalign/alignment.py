@@ -3,20 +3,20 @@
 The alignment stage (stage 2): everything is frozen except DisAlign's alignment parameters (or,
 for the paper's "no calibration" ablation, the base classifier).
 
-One mechanism serves every model: :func:`freeze_for_alignment_stage` sets ``requires_grad`` and
-:func:`frozen_submodules` names the subtrees to hold in eval mode, which a model applies in its
-``train()`` (see :class:`disalign.rcnn.DisAlignRCNN`).
+One mechanism serves every model (detector, image classifier, semantic segmentor):
+:class:`AlignmentStageMixin` freezes the model when it is built (:func:`freeze_for_alignment_stage`)
+and holds the frozen subtrees (:func:`frozen_submodules`) in eval mode in ``train()``.
 """
 
 from typing import Iterator, List
 
-from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
 
 from .layers import DistributionAlignment
 
 __all__ = [
     "ALIGNMENT_STAGE_TRAINABLE_CHOICES",
+    "AlignmentStageMixin",
     "alignment_parameter_names",
     "freeze_for_alignment_stage",
     "frozen_submodules",
@@ -43,18 +43,18 @@ def alignment_parameter_names(model: nn.Module) -> List[str]:
 
 
 def _classifier_parameter_names(model: nn.Module) -> List[str]:
+    # the base classifiers are the submodules named "cls_score", as in detectron2's predictors
     names = []
     for module_name, module in model.named_modules():
-        if isinstance(module, FastRCNNOutputLayers):
-            prefix = f"{module_name}.cls_score." if module_name else "cls_score."
-            names.extend(prefix + n for n, _ in module.cls_score.named_parameters())
+        if module_name.split(".")[-1] == "cls_score":
+            names.extend(f"{module_name}.{n}" for n, _ in module.named_parameters())
     return names
 
 
 def freeze_for_alignment_stage(model: nn.Module, trainable: str = "alignment") -> List[str]:
     """
     Set ``requires_grad=False`` on every parameter of ``model`` except the alignment parameters
-    (and, with ``trainable="classifier"``, the box predictors' base classifiers).
+    (and, with ``trainable="classifier"``, the base classifiers: submodules named ``cls_score``).
 
     Returns:
         list[str]: the names of the parameters left trainable.
@@ -94,3 +94,31 @@ def frozen_submodules(model: nn.Module) -> Iterator[nn.Module]:
             yield from frozen_submodules(child)
         else:
             yield child
+
+
+class AlignmentStageMixin:
+    """
+    For a meta-architecture (put it before the nn.Module base class): in the alignment stage, its
+    parameters are frozen when it is built (call :meth:`setup_alignment_stage` at the end of
+    ``__init__``) and ``train()`` keeps the frozen submodules in eval mode, so that their buffers
+    (BatchNorm statistics) never move and they run as at inference.
+    """
+
+    alignment_stage = False
+
+    def setup_alignment_stage(self, enabled: bool, trainable: str = "alignment"):
+        """
+        Args:
+            enabled (bool): whether the model is built for the alignment stage.
+            trainable (str): what the stage trains, see :func:`freeze_for_alignment_stage`.
+        """
+        self.alignment_stage = enabled
+        if enabled:
+            freeze_for_alignment_stage(self, trainable)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.alignment_stage:
+            for module in frozen_submodules(self):
+                module.eval()
+        return self

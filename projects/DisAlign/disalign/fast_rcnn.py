@@ -9,8 +9,7 @@ Shape shorthand in this module (as in detectron2's fast_rcnn.py):
     K: number of foreground classes; index K is the background class
 """
 
-import functools
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional
 
 import torch
 from detectron2.config import configurable
@@ -19,10 +18,9 @@ from detectron2.modeling.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
     _log_classification_stats,
 )
-from torch.nn import functional as F
 
 from .alignment import has_trainable_parameters
-from .grw import grw_class_weights, training_class_counts
+from .grw import GRWCrossEntropy, grw_loss_from_config
 from .layers import CosineClassifier, DistributionAlignment
 
 __all__ = ["CLS_HEAD_CHOICES", "DisAlignFastRCNNOutputLayers"]
@@ -57,8 +55,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         alpha_init: float = 1.0,
         beta_init: float = 0.0,
         foreground_only: bool = True,
-        grw_rho: Optional[float] = None,
-        class_counts: Union[None, Sequence[int], Callable[[], Sequence[int]]] = None,
+        grw: Optional[GRWCrossEntropy] = None,
         **kwargs,
     ):
         """
@@ -70,10 +67,8 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             magnitude, margin, confidence, alpha_init, beta_init: as for
                 :class:`DistributionAlignment`.
             foreground_only (bool): align the K foreground logits only (else all K + 1).
-            grw_rho (float or None): GRW scale rho for the classification loss; None uses plain
-                cross-entropy.
-            class_counts: the K training counts n_j for GRW, or a function returning them (called
-                at the first loss computation, so that inference never loads the training set).
+            grw (GRWCrossEntropy or None): the GRW classification loss over the K foreground
+                classes and the background (``num_unweighted=1``); None uses plain cross-entropy.
         """
         super().__init__(input_shape, **kwargs)
         if isinstance(input_shape, int):
@@ -98,11 +93,9 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             if calibration
             else None
         )
-        if grw_rho is not None and class_counts is None:
-            raise ValueError("GRW needs class_counts")
-        self.grw_rho = grw_rho
-        self._class_counts = class_counts
-        self._loss_class_weights = None
+        if grw is not None and (grw.num_classes, grw.num_unweighted) != (self.num_classes, 1):
+            raise ValueError(f"the GRW loss must cover {self.num_classes} classes + background")
+        self.grw = grw
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -128,14 +121,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 "foreground_only": d.FOREGROUND_ONLY,
             }
         )
-        if d.GRW.ENABLED:
-            ret["grw_rho"] = d.GRW.RHO
-            ret["class_counts"] = functools.partial(
-                _cached_training_class_counts,
-                tuple(cfg.DATASETS.TRAIN),
-                cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-                d.GRW.COUNT_BY,
-            )
+        ret["grw"] = grw_loss_from_config(cfg, cfg.MODEL.ROI_HEADS.NUM_CLASSES, num_unweighted=1)
         return ret
 
     def forward(self, x):
@@ -155,22 +141,6 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             scores = self.alignment(scores, x)
         return scores, self.bbox_pred(x)
 
-    def loss_class_weights(self) -> torch.Tensor:
-        """
-        Returns:
-            Tensor: shape (K+1,), the GRW weight of each foreground class and 1 for background.
-        """
-        if self._loss_class_weights is None:
-            counts = self._class_counts() if callable(self._class_counts) else self._class_counts
-            if len(counts) != self.num_classes:
-                raise ValueError(
-                    f"GRW got {len(counts)} class counts for a predictor of "
-                    f"{self.num_classes} classes"
-                )
-            foreground = grw_class_weights(counts, self.grw_rho)
-            self._loss_class_weights = torch.cat([foreground, foreground.new_ones(1)])
-        return self._loss_class_weights
-
     def classification_loss(self, scores: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -178,15 +148,11 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             gt_classes: labels of shape (R,) in [0, K].
 
         Returns:
-            Tensor: scalar; cross-entropy, GRW-weighted when ``grw_rho`` is set (the "mean"
-            reduction then divides by the summed weights of the targets).
+            Tensor: scalar; cross-entropy, GRW-weighted when ``grw`` is set.
         """
-        if self.grw_rho is None:
+        if self.grw is None:
             return cross_entropy(scores, gt_classes, reduction="mean")
-        if gt_classes.numel() == 0:
-            return scores.sum() * 0.0
-        weight = self.loss_class_weights().to(device=scores.device, dtype=scores.dtype)
-        return F.cross_entropy(scores, gt_classes, weight=weight, reduction="mean")
+        return self.grw(scores, gt_classes)
 
     def losses(self, predictions, proposals):
         """
@@ -226,9 +192,3 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 proposal_boxes, gt_boxes, proposal_deltas, gt_classes
             )
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
-
-
-@functools.lru_cache(maxsize=None)
-def _cached_training_class_counts(dataset_names, num_classes, count_by):
-    # the cascade's three predictors share one pass over the training set
-    return tuple(training_class_counts(dataset_names, num_classes, count_by))

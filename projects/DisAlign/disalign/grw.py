@@ -11,13 +11,21 @@ before the frequencies are computed, so such a class gets the (finite) weight of
 It never occurs as a training target, so its weight acts only through the normalisation.
 """
 
+import functools
 import logging
-from typing import Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from torch.nn import functional as F
 
-__all__ = ["grw_class_weights", "count_class_samples", "training_class_counts"]
+__all__ = [
+    "GRWCrossEntropy",
+    "grw_class_weights",
+    "grw_loss_from_config",
+    "count_class_samples",
+    "training_class_counts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,91 @@ def grw_class_weights(class_counts: Sequence[float], rho: float) -> torch.Tensor
     return weights.float()
 
 
+class GRWCrossEntropy:
+    """
+    Cross-entropy weighted by GRW: ``F.cross_entropy(weight=w)`` with the "mean" reduction, i.e.
+    divided by the summed weights of the targets. The same loss serves detection (K foreground
+    classes, then one unweighted background class), classification and segmentation.
+
+    The class weights are computed at the first call, so that a model built only for inference
+    never reads its training set.
+    """
+
+    def __init__(
+        self,
+        rho: float,
+        class_counts: Union[Sequence[float], Callable[[], Sequence[float]]],
+        num_classes: int,
+        num_unweighted: int = 0,
+    ):
+        """
+        Args:
+            rho (float): the re-weighting scale.
+            class_counts: the K training counts n_j, or a function returning them.
+            num_classes (int): K.
+            num_unweighted (int): classes after the K (the detection background) with weight 1.
+        """
+        self.rho = rho
+        self.num_classes = num_classes
+        self.num_unweighted = num_unweighted
+        self._class_counts = class_counts
+        self._weights = None
+
+    def class_weights(self) -> torch.Tensor:
+        """
+        Returns:
+            Tensor: shape (K + num_unweighted,): w_j for the K classes, then ones.
+        """
+        if self._weights is None:
+            counts = self._class_counts() if callable(self._class_counts) else self._class_counts
+            if len(counts) != self.num_classes:
+                raise ValueError(
+                    f"GRW got {len(counts)} class counts for a classifier of "
+                    f"{self.num_classes} classes"
+                )
+            weights = grw_class_weights(counts, self.rho)
+            self._weights = torch.cat([weights, weights.new_ones(self.num_unweighted)])
+        return self._weights
+
+    def __call__(
+        self, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
+    ) -> torch.Tensor:
+        """
+        Args:
+            logits: shape (R, C) or (N, C, H, W), with C = K + num_unweighted.
+            targets: shape (R,) or (N, H, W), class indices in [0, C) or ``ignore_index``.
+
+        Returns:
+            Tensor: scalar loss; 0 (connected to ``logits``) when no target counts.
+        """
+        if not (targets != ignore_index).any():
+            return logits.sum() * 0.0
+        weight = self.class_weights().to(device=logits.device, dtype=logits.dtype)
+        return F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index)
+
+
+def grw_loss_from_config(
+    cfg, num_classes: int, num_unweighted: int = 0
+) -> Optional[GRWCrossEntropy]:
+    """
+    The GRW loss that ``cfg.MODEL.DISALIGN.GRW`` asks for (None when disabled), with counts from
+    ``cfg.DATASETS.TRAIN``.
+    """
+    grw = cfg.MODEL.DISALIGN.GRW
+    if not grw.ENABLED:
+        return None
+    counts = functools.partial(
+        _cached_training_class_counts, tuple(cfg.DATASETS.TRAIN), num_classes, grw.COUNT_BY
+    )
+    return GRWCrossEntropy(grw.RHO, counts, num_classes, num_unweighted)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_training_class_counts(dataset_names, num_classes, count_by):
+    # the cascade's three predictors share one pass over the training set
+    return tuple(training_class_counts(dataset_names, num_classes, count_by))
+
+
 def count_class_samples(
     dataset_dicts: Iterable[Dict], num_classes: int, count_by: str = "images"
 ) -> List[int]:
@@ -52,8 +145,9 @@ def count_class_samples(
     instances (``count_by="instances"``) in detectron2 dataset dicts.
 
     Args:
-        dataset_dicts: dicts in detectron2's standard format; ``annotations[i]["category_id"]``
-            is the contiguous class index in [0, num_classes).
+        dataset_dicts: dicts in detectron2's standard format, where
+            ``annotations[i]["category_id"]`` is the contiguous class index in [0, num_classes),
+            or image classification dicts with a ``label`` in [0, num_classes).
         num_classes (int): K.
         count_by (str): "images" or "instances".
 
@@ -64,14 +158,17 @@ def count_class_samples(
         raise ValueError(f"count_by must be one of {COUNT_BY_CHOICES}, got '{count_by}'")
     counts = [0] * num_classes
     for record in dataset_dicts:
-        classes = [ann["category_id"] for ann in record.get("annotations", ())]
+        if "label" in record:
+            classes = [record["label"]]
+        else:
+            classes = [ann["category_id"] for ann in record.get("annotations", ())]
         if count_by == "images":
             classes = set(classes)
         for c in classes:
             if not 0 <= c < num_classes:
                 raise ValueError(
-                    f"annotation with category_id {c} in '{record.get('file_name')}' is outside "
-                    f"[0, {num_classes}); MODEL.ROI_HEADS.NUM_CLASSES does not match the dataset"
+                    f"class {c} of '{record.get('file_name')}' is outside [0, {num_classes}): the "
+                    "configured number of classes does not match the dataset"
                 )
             counts[c] += 1
     return counts

@@ -2,13 +2,13 @@
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
-from .alignment import freeze_for_alignment_stage, frozen_submodules
+from .alignment import AlignmentStageMixin
 
 __all__ = ["DisAlignRCNN"]
 
 
 @META_ARCH_REGISTRY.register()
-class DisAlignRCNN(GeneralizedRCNN):
+class DisAlignRCNN(AlignmentStageMixin, GeneralizedRCNN):
     """
     detectron2's GeneralizedRCNN that knows DisAlign's two stages.
 
@@ -35,9 +35,7 @@ class DisAlignRCNN(GeneralizedRCNN):
             kwargs: as for detectron2's GeneralizedRCNN.
         """
         super().__init__(**kwargs)
-        self.alignment_stage = alignment_stage
-        if alignment_stage:
-            freeze_for_alignment_stage(self, alignment_stage_trainable)
+        self.setup_alignment_stage(alignment_stage, alignment_stage_trainable)
 
     @classmethod
     def from_config(cls, cfg):
@@ -45,10 +43,3 @@ class DisAlignRCNN(GeneralizedRCNN):
         ret["alignment_stage"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE
         ret["alignment_stage_trainable"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE
         return ret
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.alignment_stage:
-            for module in frozen_submodules(self):
-                module.eval()
-        return self
