@@ -18,35 +18,23 @@ LVISEvaluator (lvis-api), exactly like real LVIS.
 
 import functools
 import json
-import logging
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import load_lvis_json
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from .synthetic import CLASS_NAMES, draw_shapes, ensure_generated
 
 __all__ = ["MINIATURE_LVIS_CLASSES", "generate_miniature_lvis", "register_miniature_lvis"]
-
-logger = logging.getLogger(__name__)
 
 # Bump when anything below changes what is generated: existing copies are then made again.
 GENERATOR_VERSION = 1
 SEED = 20210619
 IMAGE_SIZE = 128
-COLOURS = {
-    "red": (215, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (45, 75, 220),
-    "yellow": (225, 210, 40),
-    "magenta": (200, 50, 200),
-    "cyan": (40, 200, 210),
-}
-SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
-MINIATURE_LVIS_CLASSES = [f"{colour}_{shape}" for colour in COLOURS for shape in SHAPES]
+MINIATURE_LVIS_CLASSES = CLASS_NAMES
 MAX_TRAIN_IMAGES = 300
 MIN_TRAIN_IMAGES = 2
 VAL_INSTANCES_PER_CLASS = 8
@@ -71,36 +59,6 @@ def _train_image_counts(rng):
     return counts[rng.permutation(num_classes)].tolist()
 
 
-def _shape_polygon(shape, cx, cy, radius, angle):
-    """Vertices [(x, y), ...] of a shape centred at (cx, cy), rotated by ``angle`` radians."""
-    if shape == "circle":
-        points = [(1.0, 2 * math.pi * i / 20) for i in range(20)]
-    elif shape == "square":
-        points = [(1.0, math.pi / 4 + math.pi / 2 * i) for i in range(4)]
-    elif shape == "triangle":
-        points = [(1.0, -math.pi / 2 + 2 * math.pi / 3 * i) for i in range(3)]
-    elif shape == "diamond":
-        points = [(1.0, 0.0), (1.0, math.pi / 2), (1.0, math.pi), (1.0, 3 * math.pi / 2)]
-    elif shape == "star":
-        points = [(1.0 if i % 2 == 0 else 0.45, -math.pi / 2 + math.pi / 5 * i) for i in range(10)]
-    elif shape == "cross":
-        a, b = 1.0, 0.35  # arm half-length and half-width, in units of the radius
-        corners = [(b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
-        corners += [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b)]
-        points = [(math.hypot(x, y), math.atan2(y, x)) for x, y in corners]
-    else:
-        raise ValueError(shape)
-    # diamonds are taller than wide, so that they differ from squares beyond the rotation
-    stretch_y = 1.35 if shape == "diamond" else 1.0
-    return [
-        (
-            cx + radius * r * math.cos(t + angle),
-            cy + radius * r * stretch_y * math.sin(t + angle),
-        )
-        for r, t in points
-    ]
-
-
 def _place_objects(rng, classes):
     """Non-overlapping discs for the objects of one image: [(class, cx, cy, radius), ...]."""
     placed = []
@@ -115,22 +73,6 @@ def _place_objects(rng, classes):
         else:
             raise RuntimeError("could not place the objects of an image")
     return placed
-
-
-def _draw_image(rng, objects):
-    """Returns the RGB image (H, W, 3) uint8 and each object's polygon (flat [x0, y0, ...])."""
-    image = rng.randint(70, 186, size=(IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.uint8)
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    polygons = []
-    for c, cx, cy, radius in objects:
-        colour_name, shape = MINIATURE_LVIS_CLASSES[c].split("_")
-        colour = np.clip(np.array(COLOURS[colour_name]) + rng.randint(-25, 26, size=3), 0, 255)
-        vertices = _shape_polygon(shape, cx, cy, radius, rng.uniform(-0.15, 0.15))
-        draw.polygon(vertices, fill=tuple(int(v) for v in colour))
-        polygons.append([round(v, 2) for xy in vertices for v in xy])
-    pixels = np.asarray(canvas).astype(np.int16) + rng.randint(-12, 13, size=image.shape)
-    return np.clip(pixels, 0, 255).astype(np.uint8), polygons
 
 
 def _polygon_area(flat):
@@ -190,7 +132,7 @@ def generate_miniature_lvis(output_dir: str) -> None:
         images, annotations = [], []
         for index, classes in enumerate(image_classes):
             image_id = index + 1
-            pixels, polygons = _draw_image(rng, _place_objects(rng, classes))
+            pixels, polygons = draw_shapes(rng, IMAGE_SIZE, _place_objects(rng, classes))
             file_name = f"{image_id:06d}.png"
             Image.fromarray(pixels).save(os.path.join(output_dir, split, file_name))
             present = {c + 1 for c in classes}
@@ -246,33 +188,8 @@ def _is_current(dataset_dir):
 
 
 def ensure_miniature_lvis(root: str) -> str:
-    """
-    Make the dataset under ``root/miniature_lvis`` unless an up-to-date copy is there. Several
-    processes may call it at once: each writes a private directory and renames it into place.
-
-    Returns:
-        str: the dataset directory.
-    """
-    dataset_dir = os.path.join(root, DIRNAME)
-    if _is_current(dataset_dir):
-        return dataset_dir
-    os.makedirs(root, exist_ok=True)
-    logger.info(f"Generating the miniature LVIS dataset in {dataset_dir} ...")
-    staging = tempfile.mkdtemp(prefix=f".{DIRNAME}-", dir=root)
-    try:
-        generate_miniature_lvis(staging)
-        if os.path.isdir(dataset_dir) and not _is_current(dataset_dir):
-            stale = tempfile.mkdtemp(prefix=f".{DIRNAME}-stale-", dir=root)
-            os.rename(dataset_dir, os.path.join(stale, DIRNAME))
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(staging, dataset_dir)
-        except OSError:
-            if not _is_current(dataset_dir):  # not a concurrent generation that won the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dataset_dir
+    """Make the dataset under ``root/miniature_lvis`` unless an up-to-date copy is there."""
+    return ensure_generated(root, DIRNAME, _is_current, generate_miniature_lvis)
 
 
 def _load_split(root, split):
