@@ -12,7 +12,7 @@ INSTALL_FILES := requirements.txt setup.cfg pyproject.toml tools/install.sh \
 D2MAIN_VENV ?= .venv-d2main
 D2MAIN_SOURCE ?= ../shared/vendor/detectron2-main-02b5c4e.tar.gz
 
-.PHONY: install demo test test-d2main clean-demo
+.PHONY: install demo demo-cls test test-d2main clean-demo
 
 install: $(INSTALLED)
 
@@ -30,7 +30,12 @@ $(D2MAIN_SOURCE):
 # Baseline Mask R-CNN (stage 1) and its DisAlign alignment (stage 2) on the embedded miniature
 # LVIS dataset, both evaluated; prints the comparison and writes output/demo/results.json.
 demo: install
-	$(PYTHON) tools/run_demo.py --output-dir output/demo
+	$(PYTHON) tools/run_demo.py --task detection
+
+# Baseline ResNet-18 and its DisAlign alignment on the embedded long-tailed classification
+# miniature; prints the comparison and writes output/demo-cls/results.json.
+demo-cls: install
+	$(PYTHON) tools/run_demo.py --task classification
 
 test: install
 	$(PYTHON) -m pytest tests
@@ -40,4 +45,4 @@ test-d2main: $(D2MAIN_VENV)/.installed
 	$(D2MAIN_VENV)/bin/python -m pytest tests
 
 clean-demo:
-	rm -rf output/demo
+	rm -rf output/demo output/demo-cls

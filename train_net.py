@@ -2,8 +2,9 @@
 """
 DisAlign training and evaluation script, in the shape of detectron2's tools/train_net.py.
 
-Stage 1 (the detector) and stage 2 (the alignment) are both runs of this script; they differ
-only in their configs. Evaluation results are also written to OUTPUT_DIR/eval_results.json.
+Stage 1 (the detector, classifier or segmentor) and stage 2 (the alignment) are both runs of this
+script; they differ only in their configs. Evaluation results are also written to
+OUTPUT_DIR/eval_results.json.
 """
 
 import json
@@ -13,27 +14,28 @@ import sys
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 
 from disalign import InputError, add_disalign_config, check_inputs
+from disalign.data import build_test_loader, build_train_loader
+from disalign.evaluation import build_evaluator
 
 
 class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with the project's loaders and evaluators for every task."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        evaluator_type = MetadataCatalog.get(dataset_name).evaluator_type
-        if evaluator_type == "lvis":
-            return LVISEvaluator(
-                dataset_name,
-                output_dir=output_folder,
-                max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-            )
-        if evaluator_type == "coco":
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
-        raise NotImplementedError(f"no evaluator for dataset '{dataset_name}' ({evaluator_type})")
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

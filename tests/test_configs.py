@@ -13,7 +13,11 @@ from detectron2.data.datasets.lvis import get_lvis_instances_meta
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from disalign import DisAlignFastRCNNOutputLayers, alignment_parameter_names
+from disalign import (
+    DisAlignFastRCNNOutputLayers,
+    DisAlignImageClassifier,
+    alignment_parameter_names,
+)
 
 from conftest import MINIATURE_DISALIGN, REPO_ROOT, RecordingTrainer, load_config
 
@@ -25,20 +29,25 @@ CONFIGS = sorted(
 
 
 def test_configs_are_found():
-    assert len(CONFIGS) >= 4
+    assert len(CONFIGS) >= 170
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_builds_a_model(config):
     cfg = load_config(os.path.join(REPO_ROOT, config), "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu")
     model = build_model(cfg)
-    predictors = [m for m in model.modules() if isinstance(m, DisAlignFastRCNNOutputLayers)]
-    assert predictors and all(p.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES for p in predictors)
+    if isinstance(model, DisAlignImageClassifier):
+        num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
+        assert model.cls_score.weight.shape[0] == num_classes
+    else:
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        predictors = [m for m in model.modules() if isinstance(m, DisAlignFastRCNNOutputLayers)]
+        assert predictors and all(p.num_classes == num_classes for p in predictors)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     if cfg.MODEL.DISALIGN.ALIGNMENT_STAGE:
         expected = set(alignment_parameter_names(model))
         if cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE == "classifier":
-            expected |= {n for n, _ in model.named_parameters() if ".cls_score." in n}
+            expected |= {n for n, _ in model.named_parameters() if "cls_score." in n}
         assert trainable == expected != set()
     else:  # stage 1: the heads train (the backbone up to MODEL.BACKBONE.FREEZE_AT)
         assert alignment_parameter_names(model) == []
@@ -46,14 +55,19 @@ def test_config_builds_a_model(config):
         assert heads <= trainable
     for dataset in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         assert dataset in DatasetCatalog.list()
-        assert len(_thing_classes(dataset)) == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        assert _num_classes(dataset) == num_classes
 
 
-def _thing_classes(dataset):
+def _num_classes(dataset):
     # detectron2 sets the builtin LVIS classes when the dataset is loaded; read them directly
     if dataset.startswith("lvis_"):
-        return get_lvis_instances_meta(dataset)["thing_classes"]
-    return MetadataCatalog.get(dataset).thing_classes
+        return len(get_lvis_instances_meta(dataset)["thing_classes"])
+    metadata = MetadataCatalog.get(dataset)
+    return (
+        metadata.num_classes
+        if metadata.evaluator_type == "classification"
+        else len(metadata.thing_classes)
+    )
 
 
 def test_cascade_heads_align_every_stage():

@@ -2,16 +2,29 @@
 """
 DisAlign (Distribution Alignment, CVPR 2021) for detectron2.
 
-Importing the package registers its modules in detectron2's registries (the DisAlignRCNN meta
-architecture, the DisAlign ROI heads) and the embedded miniature LVIS datasets.
+Importing the package registers its modules in detectron2's registries (the DisAlignRCNN and
+DisAlignImageClassifier meta architectures, the DisAlign ROI heads) and its datasets (the embedded
+miniatures, ImageNet-LT, Places-LT, iNaturalist 2018).
 """
 
 from . import data  # noqa: F401  (registers the embedded datasets)
-from . import rcnn, roi_heads  # noqa: F401  (only registration)
-from .alignment import alignment_parameter_names, freeze_for_alignment_stage, frozen_submodules
+from . import classifier, rcnn, roi_heads  # noqa: F401  (only registration)
+from .alignment import (
+    AlignmentStageMixin,
+    alignment_parameter_names,
+    freeze_for_alignment_stage,
+    frozen_submodules,
+)
+from .classifier import DisAlignImageClassifier
 from .config import add_disalign_config
 from .fast_rcnn import DisAlignFastRCNNOutputLayers
-from .grw import count_class_samples, grw_class_weights, training_class_counts
+from .grw import (
+    GRWCrossEntropy,
+    count_class_samples,
+    grw_class_weights,
+    grw_loss_from_config,
+    training_class_counts,
+)
 from .layers import CosineClassifier, DistributionAlignment
 from .rcnn import DisAlignRCNN
 from .roi_heads import DisAlignCascadeROIHeads, DisAlignROIHeads

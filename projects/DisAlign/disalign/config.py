@@ -49,3 +49,20 @@ def add_disalign_config(cfg):
     # What n_j counts in cfg.DATASETS.TRAIN: "images" (images containing class j, the LVIS
     # frequency definition) or "instances" (annotated instances of class j).
     _C.MODEL.DISALIGN.GRW.COUNT_BY = "images"
+
+    # Image classification (DisAlignImageClassifier).
+    _C.MODEL.IMAGE_CLASSIFIER = CN()
+    # Number of classes K.
+    _C.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES = 1000
+    # The trunk output that is average-pooled into the feature x (detectron2's ResNet names).
+    _C.MODEL.IMAGE_CLASSIFIER.IN_FEATURE = "res5"
+
+    # Image classification input pipeline (torchvision's transforms, the standard ImageNet recipe).
+    _C.INPUT.CLASSIFICATION = CN()
+    # Training: a random crop of TRAIN_CROP_SIZE x TRAIN_CROP_SIZE covering a random fraction of the
+    # image area in TRAIN_CROP_SCALE (RandomResizedCrop), then a random horizontal flip.
+    _C.INPUT.CLASSIFICATION.TRAIN_CROP_SIZE = 224
+    _C.INPUT.CLASSIFICATION.TRAIN_CROP_SCALE = (0.08, 1.0)
+    # Test: resize the shorter side to TEST_RESIZE, then a centre crop of TEST_CROP_SIZE.
+    _C.INPUT.CLASSIFICATION.TEST_RESIZE = 256
+    _C.INPUT.CLASSIFICATION.TEST_CROP_SIZE = 224

@@ -43,7 +43,7 @@ def check_inputs(cfg, *, training: bool):
         if not os.path.isfile(weights):
             raise InputError(f"MODEL.WEIGHTS: checkpoint file '{weights}' does not exist")
         if weights.endswith(".pth"):
-            _check_checkpoint_classes(weights, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+            _check_checkpoint_classes(weights, *_classifier_outputs(cfg))
     names = list(cfg.DATASETS.TEST) + (list(cfg.DATASETS.TRAIN) if training else [])
     for name in names:
         _check_dataset(name)
@@ -68,8 +68,17 @@ def _check_disalign_keys(d):
         )
 
 
-def _check_checkpoint_classes(path, num_classes):
-    """A detectron2 checkpoint's box classifiers must have num_classes + 1 outputs."""
+def _classifier_outputs(cfg):
+    """(outputs of each classifier "cls_score", the config key of the class count, its value)"""
+    if cfg.MODEL.META_ARCHITECTURE == "DisAlignImageClassifier":
+        num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
+        return num_classes, "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", num_classes
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES  # box classifiers also score the background
+    return num_classes + 1, "MODEL.ROI_HEADS.NUM_CLASSES", num_classes
+
+
+def _check_checkpoint_classes(path, outputs, key_name, num_classes):
+    """The classifiers ("cls_score") of a checkpoint must have the config's number of outputs."""
     try:
         try:  # memory-mapped: only the classifier tensors are read
             checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
@@ -79,10 +88,11 @@ def _check_checkpoint_classes(path, num_classes):
         raise InputError(f"MODEL.WEIGHTS: cannot read checkpoint '{path}': {e}") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else {}
     for key, tensor in state.items():
-        if key.endswith("cls_score.weight") and tensor.shape[0] != num_classes + 1:
+        if key.endswith("cls_score.weight") and tensor.shape[0] != outputs:
+            found = tensor.shape[0] - (outputs - num_classes)
             raise InputError(
-                f"MODEL.WEIGHTS: checkpoint '{path}' has {tensor.shape[0] - 1} classes ('{key}'), "
-                f"but the config has MODEL.ROI_HEADS.NUM_CLASSES={num_classes}"
+                f"MODEL.WEIGHTS: checkpoint '{path}' has {found} classes ('{key}'), "
+                f"but the config has {key_name}={num_classes}"
             )
 
 

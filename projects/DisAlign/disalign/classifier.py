@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+"""
+Long-tailed image classification with DisAlign, as a detectron2 meta-architecture.
+
+Shape shorthand in this module:
+
+    N: number of images in the minibatch
+    D: feature size of the trunk's last stage (2048 for ResNet-50, 512 for ResNet-18)
+    K: number of classes (no background)
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from torch import nn
+from torch.nn import functional as F
+
+from .alignment import AlignmentStageMixin
+from .fast_rcnn import CLS_HEAD_CHOICES
+from .grw import GRWCrossEntropy, grw_loss_from_config
+from .layers import CosineClassifier, DistributionAlignment
+
+__all__ = ["DisAlignImageClassifier"]
+
+
+@META_ARCH_REGISTRY.register()
+class DisAlignImageClassifier(AlignmentStageMixin, nn.Module):
+    """
+    A ResNet / ResNeXt trunk (detectron2's ``build_resnet_backbone``), global average pooling of
+    its last stage, a dot-product or cosine classifier ``cls_score`` over K classes, and DisAlign's
+    alignment of all K logits (classification has no background). Trained with cross-entropy
+    (stage 1) or GRW-weighted cross-entropy on the aligned logits (stage 2).
+
+    Input: detectron2-style list of dicts with "image" (C, H, W) tensors of one size and, in
+    training, "label". Output at inference: one dict per image with "logits" (K,) and "probs" (K,).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        in_feature: str,
+        num_classes: int,
+        cls_head: str = "dot",
+        cosine_scale: float = 20.0,
+        alignment: Optional[DistributionAlignment] = None,
+        grw: Optional[GRWCrossEntropy] = None,
+        pixel_mean,
+        pixel_std,
+        alignment_stage: bool = False,
+        alignment_stage_trainable: str = "alignment",
+    ):
+        """
+        Args:
+            backbone: the trunk; ``backbone(images)[in_feature]`` has shape (N, D, h, w).
+            in_feature (str): the trunk output to pool ("res5").
+            num_classes (int): K.
+            cls_head (str): "dot" or "cosine".
+            cosine_scale (float): initial learnable scale of the cosine head.
+            alignment: DisAlign's alignment over the K logits, or None (plain classifier).
+            grw: the GRW loss over K classes, or None (plain cross-entropy).
+            pixel_mean, pixel_std: per-channel input normalisation.
+            alignment_stage, alignment_stage_trainable: see :class:`AlignmentStageMixin`.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.in_feature = in_feature
+        in_channels = backbone.output_shape()[in_feature].channels
+        if cls_head == "cosine":
+            self.cls_score = CosineClassifier(in_channels, num_classes, cosine_scale)
+        elif cls_head == "dot":
+            self.cls_score = nn.Linear(in_channels, num_classes)
+            nn.init.normal_(self.cls_score.weight, std=0.01)
+            nn.init.constant_(self.cls_score.bias, 0.0)
+        else:
+            raise ValueError(f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}")
+        self.alignment = alignment
+        self.grw = grw
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.setup_alignment_stage(alignment_stage, alignment_stage_trainable)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        in_feature = cfg.MODEL.IMAGE_CLASSIFIER.IN_FEATURE
+        num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
+        d = cfg.MODEL.DISALIGN
+        alignment = None
+        if d.CALIBRATION:
+            alignment = DistributionAlignment(
+                num_classes,
+                backbone.output_shape()[in_feature].channels,
+                magnitude=d.MAGNITUDE,
+                margin=d.MARGIN,
+                confidence=d.CONFIDENCE,
+                alpha_init=d.ALPHA_INIT,
+                beta_init=d.BETA_INIT,
+            )
+        return {
+            "backbone": backbone,
+            "in_feature": in_feature,
+            "num_classes": num_classes,
+            "cls_head": d.CLS_HEAD,
+            "cosine_scale": d.COSINE_SCALE,
+            "alignment": alignment,
+            "grw": grw_loss_from_config(cfg, num_classes),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "alignment_stage": d.ALIGNMENT_STAGE,
+            "alignment_stage_trainable": d.ALIGNMENT_STAGE_TRAINABLE,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            images: normalised images, shape (N, C, H, W).
+
+        Returns:
+            Tensor: the (aligned) logits, shape (N, K).
+        """
+        features = self.backbone(images)[self.in_feature].mean(dim=(2, 3))  # (N, D)
+        logits = self.cls_score(features)
+        if self.alignment is not None:
+            logits = self.alignment(logits, features)
+        return logits
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = torch.stack([x["image"].to(self.device) for x in batched_inputs])
+        logits = self.logits((images.float() - self.pixel_mean) / self.pixel_std)
+        if self.training:
+            labels = torch.as_tensor([x["label"] for x in batched_inputs], device=self.device)
+            loss = F.cross_entropy(logits, labels) if self.grw is None else self.grw(logits, labels)
+            return {"loss_cls": loss}
+        probs = logits.softmax(dim=1)
+        return [{"logits": z, "probs": p} for z, p in zip(logits, probs)]
