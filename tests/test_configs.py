@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 from disalign import (
     DisAlignFastRCNNOutputLayers,
     DisAlignImageClassifier,
+    DisAlignSemanticSegmentor,
     alignment_parameter_names,
 )
 
@@ -39,6 +40,9 @@ def test_config_builds_a_model(config):
     if isinstance(model, DisAlignImageClassifier):
         num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
         assert model.cls_score.weight.shape[0] == num_classes
+    elif isinstance(model, DisAlignSemanticSegmentor):
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        assert model.sem_seg_head.cls_score.weight.shape[0] == num_classes
     else:
         num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
         predictors = [m for m in model.modules() if isinstance(m, DisAlignFastRCNNOutputLayers)]
@@ -63,11 +67,11 @@ def _num_classes(dataset):
     if dataset.startswith("lvis_"):
         return len(get_lvis_instances_meta(dataset)["thing_classes"])
     metadata = MetadataCatalog.get(dataset)
-    return (
-        metadata.num_classes
-        if metadata.evaluator_type == "classification"
-        else len(metadata.thing_classes)
-    )
+    if metadata.evaluator_type == "classification":
+        return metadata.num_classes
+    if metadata.evaluator_type == "sem_seg":
+        return len(metadata.stuff_classes)
+    return len(metadata.thing_classes)
 
 
 def test_cascade_heads_align_every_stage():

@@ -6,9 +6,9 @@ projects/DisAlign/README.md from one description, so that the two never disagree
     python tools/generate_configs.py          # (re)write the generated configs and tables
     python tools/generate_configs.py --check  # exit 1 if anything on disk differs
 
-The experiments are described in tools/zoo_lvis.py (detection) and tools/zoo_classification.py
-(classification). The configs only set keys declared by detectron2 0.6 or by
-``add_disalign_config``.
+The experiments are described in tools/zoo_lvis.py (detection), tools/zoo_classification.py
+(classification) and tools/zoo_segmentation.py (semantic segmentation). The configs only set keys
+declared by detectron2 0.6 or by ``add_disalign_config``.
 """
 
 import argparse
@@ -17,10 +17,15 @@ import sys
 
 import zoo_classification
 import zoo_lvis
+import zoo_segmentation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO_ROOT, "projects", "DisAlign", "README.md")
-TASKS = {"detection": zoo_lvis, "classification": zoo_classification}
+TASKS = {
+    "detection": zoo_lvis,
+    "classification": zoo_classification,
+    "segmentation": zoo_segmentation,
+}
 
 
 def _markers(task):

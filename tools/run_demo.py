@@ -4,6 +4,7 @@ The demos: DisAlign's two stages on an embedded miniature dataset, baseline vs D
 
     python tools/run_demo.py --task detection       # make demo:     miniature LVIS, Mask R-CNN
     python tools/run_demo.py --task classification  # make demo-cls: miniature long-tailed images
+    python tools/run_demo.py --task segmentation    # make demo-seg: miniature scene parsing
 
 1. stage 1: train the baseline and evaluate it;
 2. stage 2: from its model_final.pth, train only DisAlign's alignment (alpha, beta, confidence)
@@ -46,6 +47,17 @@ TASKS = {
         "title": "Miniature long-tailed classification test, ResNet-18 (top-1 accuracy, %)",
         "select": lambda results: dict(results["classification"]),
     },
+    "segmentation": {
+        "stage1": "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml",
+        "stage2": "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml",
+        "output": "output/demo-seg",
+        "title": "Miniature segmentation val, DeepLabV3+ R-18 (mIoU and mAcc, %)",
+        "select": lambda results: {
+            f"{metric}{group}": results["sem_seg"][f"{metric}{group}"]
+            for metric in ("mIoU", "mAcc")
+            for group in ("", "_head", "_body", "_tail")
+        },
+    },
 }
 
 
@@ -83,7 +95,9 @@ def format_table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="detection")
-    parser.add_argument("--output-dir", help="default: output/demo (detection), output/demo-cls")
+    parser.add_argument(
+        "--output-dir", help="default: output/demo, output/demo-cls, output/demo-seg"
+    )
     parser.add_argument("--num-gpus", type=int, default=1, help="passed to train_net.py")
     args = parser.parse_args()
     task = TASKS[args.task]

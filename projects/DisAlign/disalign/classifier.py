@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from .alignment import AlignmentStageMixin
 from .fast_rcnn import CLS_HEAD_CHOICES
 from .grw import GRWCrossEntropy, grw_loss_from_config
-from .layers import CosineClassifier, DistributionAlignment
+from .layers import CosineClassifier, DistributionAlignment, build_alignment
 
 __all__ = ["DisAlignImageClassifier"]
 
@@ -90,17 +90,7 @@ class DisAlignImageClassifier(AlignmentStageMixin, nn.Module):
         in_feature = cfg.MODEL.IMAGE_CLASSIFIER.IN_FEATURE
         num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
         d = cfg.MODEL.DISALIGN
-        alignment = None
-        if d.CALIBRATION:
-            alignment = DistributionAlignment(
-                num_classes,
-                backbone.output_shape()[in_feature].channels,
-                magnitude=d.MAGNITUDE,
-                margin=d.MARGIN,
-                confidence=d.CONFIDENCE,
-                alpha_init=d.ALPHA_INIT,
-                beta_init=d.BETA_INIT,
-            )
+        alignment = build_alignment(cfg, num_classes, backbone.output_shape()[in_feature].channels)
         return {
             "backbone": backbone,
             "in_feature": in_feature,

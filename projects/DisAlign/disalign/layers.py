@@ -5,18 +5,20 @@ and the distribution alignment (adaptive calibration with input-aware confidence
 
 Shape shorthand in this module:
 
-    R: number of inputs (ROIs in detection, images in classification)
+    R: number of inputs (ROIs in detection, images in classification, pixels in segmentation)
     D: feature dimension
     C: number of classifier outputs (K foreground classes + 1 background in detection)
     A: number of aligned (calibrated) outputs, the first A of the C; A = K for the paper's
        foreground-only detection setting, A = C in classification
 """
 
+from typing import Optional
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CosineClassifier", "DistributionAlignment"]
+__all__ = ["CosineClassifier", "DistributionAlignment", "build_alignment"]
 
 
 class CosineClassifier(nn.Module):
@@ -98,12 +100,19 @@ class DistributionAlignment(nn.Module):
     def forward(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """
         Args:
-            logits: z, of shape (R, C) with C >= A.
-            features: x, of shape (R, D).
+            logits: z, of shape (R, C) with C >= A, or per-pixel (N, C, H, W).
+            features: x, of shape (R, D), or per-pixel (N, D, H, W); per pixel, the confidence
+                layer acts as a 1x1 convolution to one channel.
 
         Returns:
-            Tensor: z^, of shape (R, C).
+            Tensor: z^, of the shape of ``logits``.
         """
+        if logits.dim() == 4:
+            n, c, h, w = logits.shape
+            pixel_logits = logits.permute(0, 2, 3, 1).reshape(-1, c)
+            pixel_features = features.permute(0, 2, 3, 1).reshape(n * h * w, -1)
+            aligned = self.forward(pixel_logits, pixel_features)
+            return aligned.reshape(n, h, w, c).permute(0, 3, 1, 2)
         z = logits[:, : self.num_aligned]
         s = z
         if self.alpha is not None:
@@ -121,3 +130,25 @@ class DistributionAlignment(nn.Module):
             f"num_aligned={self.num_aligned}, magnitude={self.alpha is not None}, "
             f"margin={self.beta is not None}, confidence={self.confidence is not None}"
         )
+
+
+def build_alignment(cfg, num_aligned: int, in_features: int) -> Optional[DistributionAlignment]:
+    """
+    The alignment that ``cfg.MODEL.DISALIGN`` asks for (None when CALIBRATION is off).
+
+    Args:
+        num_aligned (int): A.
+        in_features (int): D, what the confidence layer reads.
+    """
+    d = cfg.MODEL.DISALIGN
+    if not d.CALIBRATION:
+        return None
+    return DistributionAlignment(
+        num_aligned,
+        in_features,
+        magnitude=d.MAGNITUDE,
+        margin=d.MARGIN,
+        confidence=d.CONFIDENCE,
+        alpha_init=d.ALPHA_INIT,
+        beta_init=d.BETA_INIT,
+    )

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-from . import classification, miniature_lt, miniature_lvis  # noqa: F401  (registers datasets)
+from . import ade20k, classification, miniature_lt, miniature_lvis, miniature_seg  # noqa: F401
 from .build import build_test_loader, build_train_loader, dataset_kind
 from .classification import (
     ClassificationDatasetMapper,
@@ -9,3 +9,4 @@ from .classification import (
 )
 from .miniature_lt import generate_miniature_lt
 from .miniature_lvis import MINIATURE_LVIS_CLASSES, generate_miniature_lvis, register_miniature_lvis
+from .miniature_seg import MINIATURE_SEG_CLASSES, generate_miniature_seg

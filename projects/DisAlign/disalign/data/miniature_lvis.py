@@ -18,7 +18,6 @@ LVISEvaluator (lvis-api), exactly like real LVIS.
 
 import functools
 import json
-import math
 import os
 
 import numpy as np
@@ -26,7 +25,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import load_lvis_json
 from PIL import Image
 
-from .synthetic import CLASS_NAMES, draw_shapes, ensure_generated
+from .synthetic import (
+    CLASS_NAMES,
+    draw_shapes,
+    ensure_generated,
+    pack_into_images,
+    place_objects,
+)
 
 __all__ = ["MINIATURE_LVIS_CLASSES", "generate_miniature_lvis", "register_miniature_lvis"]
 
@@ -59,22 +64,6 @@ def _train_image_counts(rng):
     return counts[rng.permutation(num_classes)].tolist()
 
 
-def _place_objects(rng, classes):
-    """Non-overlapping discs for the objects of one image: [(class, cx, cy, radius), ...]."""
-    placed = []
-    for c in classes:
-        for attempt in range(100):
-            radius = rng.uniform(*OBJECT_RADIUS) * (0.97**attempt)
-            margin = radius * 1.4 + 1
-            cx, cy = rng.uniform(margin, IMAGE_SIZE - margin, size=2)
-            if all(math.hypot(cx - x, cy - y) > 1.4 * (radius + r) for _, x, y, r in placed):
-                placed.append((c, cx, cy, radius))
-                break
-        else:
-            raise RuntimeError("could not place the objects of an image")
-    return placed
-
-
 def _polygon_area(flat):
     xs, ys = flat[0::2], flat[1::2]
     return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
@@ -83,26 +72,11 @@ def _polygon_area(flat):
 def _split_images(rng, train_counts):
     """Per split, the classes of each image; every class appears at most once per image."""
     num_classes = len(MINIATURE_LVIS_CLASSES)
-
-    def pack(slots):
-        images = []
-        while slots:
-            k = min(int(rng.choice(OBJECTS_PER_IMAGE)), len(set(slots)))
-            chosen = []
-            for c in list(slots):
-                if c not in chosen:
-                    chosen.append(c)
-                    slots.remove(c)
-                    if len(chosen) == k:
-                        break
-            images.append(chosen)
-        return images
-
     train_slots = [c for c in range(num_classes) for _ in range(train_counts[c])]
     val_slots = [c for c in range(num_classes) for _ in range(VAL_INSTANCES_PER_CLASS)]
     return {
-        "train": pack([train_slots[i] for i in rng.permutation(len(train_slots))]),
-        "val": pack([val_slots[i] for i in rng.permutation(len(val_slots))]),
+        "train": pack_into_images(rng, train_slots, OBJECTS_PER_IMAGE),
+        "val": pack_into_images(rng, val_slots, OBJECTS_PER_IMAGE),
     }
 
 
@@ -132,7 +106,8 @@ def generate_miniature_lvis(output_dir: str) -> None:
         images, annotations = [], []
         for index, classes in enumerate(image_classes):
             image_id = index + 1
-            pixels, polygons = draw_shapes(rng, IMAGE_SIZE, _place_objects(rng, classes))
+            objects = place_objects(rng, classes, IMAGE_SIZE, OBJECT_RADIUS)
+            pixels, polygons = draw_shapes(rng, IMAGE_SIZE, objects)
             file_name = f"{image_id:06d}.png"
             Image.fromarray(pixels).save(os.path.join(output_dir, split, file_name))
             present = {c + 1 for c in classes}

@@ -17,7 +17,17 @@ from typing import Callable, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["CLASS_NAMES", "COLOURS", "SHAPES", "draw_shapes", "ensure_generated", "shape_polygon"]
+__all__ = [
+    "CLASS_NAMES",
+    "COLOURS",
+    "SHAPES",
+    "class_appearance",
+    "draw_shapes",
+    "ensure_generated",
+    "pack_into_images",
+    "place_objects",
+    "shape_polygon",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +73,83 @@ def shape_polygon(shape, cx, cy, radius, angle) -> List[Tuple[float, float]]:
     ]
 
 
-def draw_shapes(rng, size: int, objects: Sequence[Tuple[int, float, float, float]]):
+def pack_into_images(
+    rng, slots: Sequence[int], objects_per_image: Sequence[int]
+) -> List[List[int]]:
     """
-    Draw ``objects`` ([(class index, cx, cy, radius), ...]) on a size x size noise image.
+    Group class occurrences into images: ``slots`` lists each class as many times as it must
+    appear; they are shuffled and packed into images of ``objects_per_image`` (a random choice)
+    distinct classes each, so that a class's occurrences are its number of images.
+    """
+    slots = [slots[i] for i in rng.permutation(len(slots))]
+    images = []
+    while slots:
+        k = min(int(rng.choice(objects_per_image)), len(set(slots)))
+        chosen = []
+        for c in list(slots):
+            if c not in chosen:
+                chosen.append(c)
+                slots.remove(c)
+                if len(chosen) == k:
+                    break
+        images.append(chosen)
+    return images
+
+
+def place_objects(rng, classes: Sequence[int], size: int, radius_range):
+    """
+    Non-overlapping discs for the objects of one image: [(class, cx, cy, radius), ...].
+
+    Args:
+        radius_range: (min, max) radius in pixels, or a mapping from class to its (min, max).
+    """
+    placed = []
+    for c in classes:
+        low, high = radius_range[c] if isinstance(radius_range, dict) else radius_range
+        for attempt in range(100):
+            radius = rng.uniform(low, high) * (0.97**attempt)
+            margin = radius * 1.4 + 1
+            cx, cy = rng.uniform(margin, size - margin, size=2)
+            if all(math.hypot(cx - x, cy - y) > 1.4 * (radius + r) for _, x, y, r in placed):
+                placed.append((c, cx, cy, radius))
+                break
+        else:
+            raise RuntimeError("could not place the objects of an image")
+    return placed
+
+
+def class_appearance(c: int) -> Tuple[str, Tuple[int, int, int]]:
+    """The shape and base RGB colour of class ``c`` of CLASS_NAMES."""
+    colour_name, shape = CLASS_NAMES[c].split("_")
+    return shape, COLOURS[colour_name]
+
+
+def draw_shapes(
+    rng,
+    size: int,
+    objects: Sequence[Tuple[object, float, float, float]],
+    background=None,
+    appearance: Callable = class_appearance,
+):
+    """
+    Draw ``objects`` ([(key, cx, cy, radius), ...]) on a size x size image: noise, or the given
+    ``background`` (size, size, 3) uint8. ``appearance(key)`` gives an object's shape and base
+    colour (by default the key is a class of CLASS_NAMES); the colour is jittered per object.
 
     Returns:
         ndarray: the RGB image (size, size, 3), uint8.
         list: each object's polygon, flat [x0, y0, x1, y1, ...].
     """
-    image = rng.randint(70, 186, size=(size, size, 3)).astype(np.uint8)
+    if background is None:
+        image = rng.randint(70, 186, size=(size, size, 3)).astype(np.uint8)
+    else:
+        image = np.asarray(background, dtype=np.uint8)
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     polygons = []
-    for c, cx, cy, radius in objects:
-        colour_name, shape = CLASS_NAMES[c].split("_")
-        colour = np.clip(np.array(COLOURS[colour_name]) + rng.randint(-25, 26, size=3), 0, 255)
+    for key, cx, cy, radius in objects:
+        shape, base_colour = appearance(key)
+        colour = np.clip(np.array(base_colour) + rng.randint(-25, 26, size=3), 0, 255)
         vertices = shape_polygon(shape, cx, cy, radius, rng.uniform(-0.15, 0.15))
         draw.polygon(vertices, fill=tuple(int(v) for v in colour))
         polygons.append([round(v, 2) for xy in vertices for v in xy])

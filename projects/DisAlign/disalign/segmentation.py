@@ -1,0 +1,249 @@
+# -*- coding: utf-8 -*-
+"""
+Semantic segmentation with DisAlign: detectron2's SemanticSegmentor with the alignment stage, and
+two heads (an FCN head, and detectron2's DeepLabV3+ head) whose per-pixel logits are aligned.
+
+Shape shorthand in this module:
+
+    N: number of images in the minibatch
+    K: number of classes (segmentation has no background class; the ignore label stays ignored)
+    D: channels of the head's last feature map
+    h, w: size of the head's output (the input size / its output stride)
+"""
+
+from typing import Dict, Optional
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, SemanticSegmentor
+from detectron2.projects.deeplab import DeepLabV3PlusHead
+from torch import nn
+from torch.nn import functional as F
+
+from .alignment import AlignmentStageMixin
+from .grw import GRWCrossEntropy, grw_loss_from_config
+from .layers import DistributionAlignment, build_alignment
+
+__all__ = ["DisAlignSemanticSegmentor", "DisAlignFCNHead", "DisAlignDeepLabV3PlusHead"]
+
+
+@META_ARCH_REGISTRY.register()
+class DisAlignSemanticSegmentor(AlignmentStageMixin, SemanticSegmentor):
+    """
+    detectron2's SemanticSegmentor that knows DisAlign's two stages (see
+    :class:`disalign.alignment.AlignmentStageMixin`): with ``MODEL.DISALIGN.ALIGNMENT_STAGE`` on,
+    everything but the head's alignment parameters is frozen and held in eval mode.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        alignment_stage: bool = False,
+        alignment_stage_trainable: str = "alignment",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.setup_alignment_stage(alignment_stage, alignment_stage_trainable)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret["alignment_stage"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE
+        ret["alignment_stage_trainable"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE
+        return ret
+
+
+def _segmentation_loss(logits, targets, grw: Optional[GRWCrossEntropy], ignore_value):
+    """Cross-entropy of (N, K, H, W) logits, GRW-weighted when ``grw`` is given."""
+    if grw is not None:
+        return grw(logits, targets, ignore_index=ignore_value)
+    return F.cross_entropy(logits, targets, ignore_index=ignore_value)
+
+
+def _check_dot_head(cfg):
+    if cfg.MODEL.DISALIGN.CLS_HEAD != "dot":
+        raise ValueError("DisAlign's segmentation heads have a dot-product (1x1 conv) classifier")
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DisAlignFCNHead(nn.Module):
+    """
+    The FCN head of the paper's segmentation experiments: two 3x3 convolutions on one backbone
+    feature (the dilated res5, output stride 8), dropout, a 1x1 convolution classifier
+    ``cls_score`` and DisAlign's per-pixel alignment of all K logits; the logits are upsampled
+    bilinearly to the input size.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        in_feature: str,
+        num_classes: int,
+        conv_dims: int,
+        norm: str,
+        ignore_value: int = 255,
+        loss_weight: float = 1.0,
+        alignment: Optional[DistributionAlignment] = None,
+        grw: Optional[GRWCrossEntropy] = None,
+    ):
+        """
+        Args:
+            input_shape: the backbone's output shapes.
+            in_feature (str): the backbone feature the head reads.
+            num_classes (int): K.
+            conv_dims (int): D, channels of the two convolutions.
+            norm (str): normalisation of the convolutions ("BN", "SyncBN", "GN", "").
+            ignore_value (int): the label of pixels that carry no loss.
+            loss_weight (float): weight of the segmentation loss.
+            alignment: the per-pixel alignment of the K logits (reading the (N, D, h, w)
+                features), or None.
+            grw: the GRW loss over K classes, or None (cross-entropy).
+        """
+        super().__init__()
+        self.in_feature = in_feature
+        self.common_stride = input_shape[in_feature].stride
+        self.ignore_value = ignore_value
+        self.loss_weight = loss_weight
+        convs, in_channels = [], input_shape[in_feature].channels
+        for _ in range(2):
+            conv = Conv2d(
+                in_channels,
+                conv_dims,
+                kernel_size=3,
+                padding=1,
+                bias=not norm,
+                norm=get_norm(norm, conv_dims),
+                activation=F.relu,
+            )
+            weight_init.c2_msra_fill(conv)
+            convs.append(conv)
+            in_channels = conv_dims
+        self.convs = nn.Sequential(*convs)
+        self.dropout = nn.Dropout2d(0.1)
+        self.cls_score = Conv2d(conv_dims, num_classes, kernel_size=1)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.constant_(self.cls_score.bias, 0.0)
+        self.alignment = alignment
+        self.grw = grw
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        _check_dot_head(cfg)
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": input_shape,
+            "in_feature": head.IN_FEATURES[0],
+            "num_classes": head.NUM_CLASSES,
+            "conv_dims": head.CONVS_DIM,
+            "norm": head.NORM,
+            "ignore_value": head.IGNORE_VALUE,
+            "loss_weight": head.LOSS_WEIGHT,
+            "alignment": build_alignment(cfg, head.NUM_CLASSES, head.CONVS_DIM),
+            "grw": grw_loss_from_config(cfg, head.NUM_CLASSES),
+        }
+
+    def logits(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """
+        Returns:
+            Tensor: the (aligned) logits at the head's resolution, shape (N, K, h, w).
+        """
+        y = self.convs(features[self.in_feature])  # (N, D, h, w)
+        logits = self.cls_score(self.dropout(y))
+        if self.alignment is not None:
+            logits = self.alignment(logits, y)
+        return logits
+
+    def forward(self, features, targets=None):
+        """
+        Returns:
+            In training, (None, {"loss_sem_seg": loss}); in inference, ((N, K, H, W) logits, {}).
+        """
+        logits = F.interpolate(
+            self.logits(features),
+            scale_factor=self.common_stride,
+            mode="bilinear",
+            align_corners=False,
+        )
+        if self.training:
+            loss = _segmentation_loss(logits, targets, self.grw, self.ignore_value)
+            return None, {"loss_sem_seg": loss * self.loss_weight}
+        return logits, {}
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class DisAlignDeepLabV3PlusHead(DeepLabV3PlusHead):
+    """
+    detectron2's DeepLabV3+ head (from its DeepLab project) with its 1x1 classifier renamed
+    ``cls_score``, DisAlign's per-pixel alignment of the K logits (reading the decoder's output)
+    and the GRW loss.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape,
+        *,
+        alignment: Optional[DistributionAlignment] = None,
+        grw: Optional[GRWCrossEntropy] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            alignment: the per-pixel alignment of the K logits, or None.
+            grw: the GRW loss over K classes, or None (the head's own loss).
+            input_shape, kwargs: as for detectron2's DeepLabV3PlusHead.
+        """
+        super().__init__(input_shape, **kwargs)
+        # detectron2's layers() then returns the decoder's output; the classifier is applied here
+        self.cls_score = self.predictor
+        del self.predictor
+        self.decoder_only = True
+        self.alignment = alignment
+        self.grw = grw
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        _check_dot_head(cfg)
+        ret = super().from_config(cfg, input_shape)
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        ret["alignment"] = build_alignment(cfg, num_classes, ret["decoder_channels"][0])
+        ret["grw"] = grw_loss_from_config(cfg, num_classes)
+        return ret
+
+    def logits(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """
+        Returns:
+            Tensor: the (aligned) logits at the decoder's resolution, shape (N, K, h, w).
+        """
+        y = self.layers(features)  # (N, D, h, w), the decoder's output
+        logits = self.cls_score(y)
+        if self.alignment is not None:
+            logits = self.alignment(logits, y)
+        return logits
+
+    def forward(self, features, targets=None):
+        """
+        Returns:
+            In training, (None, {"loss_sem_seg": loss}); in inference, ((N, K, H, W) logits, {}).
+        """
+        logits = self.logits(features)
+        if self.training:
+            return None, self.losses(logits, targets)
+        logits = F.interpolate(
+            logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False
+        )
+        return logits, {}
+
+    def losses(self, predictions, targets):
+        if self.grw is None:
+            return super().losses(predictions, targets)
+        predictions = F.interpolate(
+            predictions, scale_factor=self.common_stride, mode="bilinear", align_corners=False
+        )
+        loss = _segmentation_loss(predictions, targets, self.grw, self.ignore_value)
+        return {"loss_sem_seg": loss * self.loss_weight}

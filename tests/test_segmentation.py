@@ -1,0 +1,199 @@
+"""
+Semantic segmentation: the DisAlign heads' per-pixel math, pixel GRW, the head / body / tail
+metrics, ADE20K's Table 7 split, the alignment stage and a two-stage run of train_net.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.solver import build_optimizer
+from PIL import Image
+from torch.nn import functional as F
+
+from disalign import DisAlignFCNHead, DistributionAlignment, training_class_counts
+from disalign.data import build_train_loader
+from disalign.data.ade20k import ADE20K_CLASS_GROUPS, ADE20K_PIXEL_RATIOS
+from disalign.evaluation import group_segmentation_metrics, pixel_ratio_group
+
+from conftest import REPO_ROOT, RecordingTrainer, load_config
+
+BASELINE = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml")
+DISALIGN = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml")
+SMALL = ["MODEL.WEIGHTS", "", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0]
+
+
+def _set_alignment(alignment, k):
+    with torch.no_grad():
+        alignment.alpha.copy_(torch.linspace(0.5, 2.0, k))
+        alignment.beta.copy_(torch.linspace(-1.0, 1.0, k))
+        alignment.confidence.weight.normal_(0, 0.5)
+
+
+def _expected(alignment, z, y):
+    # the confidence is a 1x1 convolution of the features to one channel
+    w = alignment.confidence.weight.view(1, -1, 1, 1)
+    sigma = torch.sigmoid(F.conv2d(y, w, alignment.confidence.bias))  # (N, 1, h, w)
+    s = alignment.alpha.view(1, -1, 1, 1) * z + alignment.beta.view(1, -1, 1, 1)
+    return sigma * s + (1 - sigma) * z
+
+
+def test_fcn_head_aligns_every_pixel_and_class():
+    torch.manual_seed(0)
+    k, d = 5, 6
+    head = DisAlignFCNHead(
+        {"res5": ShapeSpec(channels=8, stride=8)},
+        in_feature="res5",
+        num_classes=k,
+        conv_dims=d,
+        norm="",
+        alignment=DistributionAlignment(k, d),
+    ).eval()
+    _set_alignment(head.alignment, k)
+    features = {"res5": torch.randn(2, 8, 4, 3)}
+    with torch.no_grad():
+        y = head.convs(features["res5"])
+        expected = _expected(head.alignment, head.cls_score(y), y)
+        torch.testing.assert_close(head.logits(features), expected)
+        logits, _ = head(features)
+    assert logits.shape == (2, k, 32, 24)  # upsampled by the feature's stride
+
+
+def test_deeplab_head_aligns_the_decoder_logits():
+    torch.manual_seed(0)
+    model = build_model(load_config(DISALIGN, *SMALL)).eval()
+    head = model.sem_seg_head
+    assert head.alignment.num_aligned == 20 and not hasattr(head, "predictor")
+    _set_alignment(head.alignment, 20)
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 128, 128))  # the crop size
+        y = head.layers(features)  # the decoder output
+        torch.testing.assert_close(
+            head.logits(features), _expected(head.alignment, head.cls_score(y), y)
+        )
+
+
+def test_pixel_counts_reproduce_a_known_ratio_table_and_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))
+    ratios = [0.5, 0.3, 0.15, 0.04, 0.01]  # over 3 label images of 10 x 10 pixels, 300 pixels
+    flat = np.repeat(np.arange(5), [int(r * 300) for r in ratios]).astype(np.uint8)
+    flat[:6] = 255  # 6 ignored pixels of class 0
+    records = []
+    for i, part in enumerate(np.split(np.random.RandomState(0).permutation(flat), 3)):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(part.reshape(10, 10)).save(path)
+        records.append({"file_name": str(path), "sem_seg_file_name": str(path)})
+    name = "known_ratio_table"
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(ignore_label=255)
+    try:
+        counts = training_class_counts((name,), 5, "pixels")
+        assert counts == [144, 90, 45, 12, 3]
+        cached = list((tmp_path / "cache").glob(f"pixel_counts-{name}-*.json"))
+        assert len(cached) == 1 and json.loads(cached[0].read_text()) == counts
+        cached[0].write_text(json.dumps([1, 2, 3, 4, 5]))  # the cache is what is read next
+        assert training_class_counts((name,), 5, "pixels") == [1, 2, 3, 4, 5]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_group_metrics_against_a_hand_computed_confusion_matrix():
+    # rows: predicted class, columns: true class; the last row / column is the ignore label
+    conf = np.array(
+        [
+            [8, 1, 0, 5],  # predicted 0
+            [2, 3, 0, 0],  # predicted 1
+            [0, 0, 0, 0],  # predicted 2 (class 2 has no pixel: left out of every mean)
+            [9, 9, 9, 9],
+        ]
+    )
+    r = group_segmentation_metrics(conf, ["head", "tail", "tail"])
+    assert r["mIoU_head"] == pytest.approx(100 * 8 / (10 + 9 - 8))  # TP / (GT + predicted - TP)
+    assert r["mAcc_head"] == pytest.approx(100 * 8 / 10)
+    assert r["mIoU_tail"] == pytest.approx(100 * 3 / (4 + 5 - 3))
+    assert r["mAcc_tail"] == pytest.approx(100 * 3 / 4)
+    assert np.isnan(r["mIoU_body"]) and np.isnan(r["mAcc_body"])
+
+
+def test_ade20k_table7_split():
+    assert len(ADE20K_PIXEL_RATIOS) == 150
+    assert [pixel_ratio_group(r) if r != 0.001 else "tail" for _, r, _ in ADE20K_PIXEL_RATIOS] == (
+        ADE20K_CLASS_GROUPS
+    )  # the paper prints 'swivel chair' (0.1%, rounded) as tail
+    assert [ADE20K_CLASS_GROUPS.count(g) for g in ("head", "body", "tail")] == [20, 55, 75]
+    for name in ("ade20k_sem_seg_train", "ade20k_sem_seg_val"):
+        metadata = MetadataCatalog.get(name)
+        assert metadata.class_groups == ADE20K_CLASS_GROUPS
+        assert len(metadata.stuff_classes) == 150 and metadata.stuff_classes[0] == "wall"
+
+
+def test_miniature_labels_match_the_drawing():
+    record = DatasetCatalog.get("miniature_seg_val")[0]
+    labels = np.asarray(Image.open(record["sem_seg_file_name"]))
+    image = np.asarray(Image.open(record["file_name"]))
+    assert labels.shape == image.shape[:2] == (128, 128)
+    shapes = labels >= 4
+    assert shapes.any() and (labels < 20).all()
+    # shape pixels are saturated colours, stuff pixels are textured earth tones
+    assert image[shapes].std(axis=1).mean() > image[~shapes].std(axis=1).mean()
+
+
+def test_segmentor_stage2_trains_only_the_alignment(tmp_path):
+    torch.manual_seed(0)
+    cfg = load_config(DISALIGN, *SMALL, "SOLVER.BASE_LR", 0.5)
+    model = build_model(cfg)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        f"sem_seg_head.alignment.{n}"
+        for n in ("alpha", "beta", "confidence.weight", "confidence.bias")
+    }
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = RecordingTrainer(model, build_train_loader(cfg), build_optimizer(cfg, model))
+    trainer.train(0, 2)
+    assert trainer.loss_names == [["loss_sem_seg"]] * 2
+    assert not model.backbone.training and model.sem_seg_head.training
+    assert not model.sem_seg_head.decoder.training
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == trainable and any("running_mean" in k for k in before)
+
+
+def test_train_net_two_stages(tmp_path):
+    fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
+
+    def run(*args):
+        result = subprocess.run(
+            [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run("--config-file", BASELINE, *fast, "OUTPUT_DIR", str(tmp_path / "s1"))
+    run(
+        "--config-file",
+        DISALIGN,
+        *fast,
+        "MODEL.WEIGHTS",
+        str(tmp_path / "s1/model_final.pth"),
+        "OUTPUT_DIR",
+        str(tmp_path / "s2"),
+    )
+    for stage in ("s1", "s2"):
+        results = json.loads((tmp_path / stage / "eval_results.json").read_text())["sem_seg"]
+        for key in ("mIoU", "mAcc", "mIoU_head", "mIoU_body", "mIoU_tail", "mAcc_tail"):
+            assert 0.0 <= results[key] <= 100.0
+    s1, s2 = (torch.load(tmp_path / s / "model_final.pth")["model"] for s in ("s1", "s2"))
+    assert set(s2) - set(s1) == {
+        f"sem_seg_head.alignment.{n}"
+        for n in ("alpha", "beta", "confidence.weight", "confidence.bias")
+    }
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
