@@ -10,27 +10,73 @@ OUTPUT_DIR/eval_results.json.
 import json
 import os
 import sys
+import weakref
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.projects.deeplab import build_lr_scheduler
 
 from disalign import InputError, add_disalign_config, check_inputs
+from disalign.checkpoint import SafeDetectionCheckpointer
 from disalign.data import build_test_loader, build_train_loader
+from disalign.engine import (
+    IterationSeedHook,
+    OptimizerStateMixin,
+    cpu_ddp,
+    init_distributed_from_torchrun,
+    launch_supports_cpu,
+    replace_data_loader,
+    started_by_torchrun,
+)
 from disalign.evaluation import build_evaluator
+from disalign.file_io import restored_on_error, write_atomically
 
 
-class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with the project's loaders and evaluators for every task."""
+class Trainer(OptimizerStateMixin, DefaultTrainer):
+    """
+    detectron2's DefaultTrainer with the project's loaders and evaluators for every task, safe
+    atomic checkpoints, and exact resumption (the optimizer's state, the data stream and the random
+    generators continue where the checkpoint left them: see disalign.data.resumable and
+    disalign.engine).
+    """
+
+    def __init__(self, cfg):
+        with cpu_ddp():  # multi-process training on the CPU
+            super().__init__(cfg)
+
+    def build_hooks(self):
+        self.checkpointer = SafeDetectionCheckpointer(
+            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        seed = self.cfg.SEED if self.cfg.SEED >= 0 else comm.shared_random_seed()
+        return [IterationSeedHook(seed)] + super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:  # continue the data stream after the finished iterations
+            replace_data_loader(self._trainer, self.build_train_loader(self.cfg, self.start_iter))
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:  # detectron2's, not all of which name the iteration
+            if "iteration" in str(e):
+                raise
+            raise FloatingPointError(f"{e} (iteration={self.iter})") from None
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        return build_train_loader(cfg)
+    def build_train_loader(cls, cfg, start_iter=0):
+        return build_train_loader(cfg, start_iter)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        # detectron2's schedulers, and the DeepLab project's "WarmupPolyLR"
+        return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -41,8 +87,10 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         results = super().test(cfg, model, evaluators)
         if comm.is_main_process():
-            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2)
+            write_atomically(
+                os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),
+                lambda f: json.dump(results, f, indent=2),
+            )
         return results
 
 
@@ -63,11 +111,18 @@ def build_config(args):
 
 
 def main(args, cfg):
+    # a run that fails (bad data found while loading, a loss that became NaN) leaves the
+    # config.yaml of the run that wrote the directory's checkpoints
+    with restored_on_error([os.path.join(cfg.OUTPUT_DIR, "config.yaml")]):
+        return run(args, cfg)
+
+
+def run(args, cfg):
     default_setup(cfg, args)
 
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)
@@ -77,18 +132,34 @@ def main(args, cfg):
     return trainer.train()
 
 
+def one_line(error: Exception) -> str:
+    """The message of an error, on one line (errors from other processes carry a traceback)."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[-1].split("Error: ", 1)[-1] if len(lines) > 1 else lines[0]
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     try:
         cfg = build_config(args)  # fails before any worker starts or anything is written
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args, cfg),
-        )
-    except InputError as e:
-        sys.exit(f"error: {e}")
+        if started_by_torchrun():  # e.g. CPU processes with detectron2 0.6, see disalign.engine
+            init_distributed_from_torchrun(cfg.MODEL.DEVICE)
+            main(args, cfg)
+        else:
+            if args.num_gpus > 1 and cfg.MODEL.DEVICE == "cpu" and not launch_supports_cpu():
+                raise InputError(
+                    f"this detectron2's launch needs CUDA for --num-gpus {args.num_gpus}; on the "
+                    f"CPU, start the processes with: torchrun --nproc_per_node {args.num_gpus} "
+                    f"train_net.py ..."
+                )
+            launch(
+                main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args, cfg),
+            )
+    except (InputError, FloatingPointError) as e:  # bad input; a loss that became NaN or inf
+        sys.exit(f"error: {one_line(e)}")

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -55,3 +57,28 @@ class RecordingTrainer(SimpleTrainer):
         self.optimizer.zero_grad()
         losses.backward()
         self.optimizer.step()
+
+
+def train_net(*args, env=None):
+    """Run train_net.py in a subprocess with ``args`` (turned into strings)."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ok(result):
+    """Assert that a train_net.py run succeeded."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def one_line_error(result, expected):
+    """Assert that a train_net.py run failed with one ``error: ...`` line holding ``expected``."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -10,7 +10,14 @@ import sys
 import pytest
 import torch
 
-from conftest import MINIATURE_BASELINE, MINIATURE_DISALIGN, REPO_ROOT
+from conftest import (
+    MINIATURE_BASELINE,
+    MINIATURE_DISALIGN,
+    REPO_ROOT,
+    ok,
+    one_line_error,
+    train_net,
+)
 
 LVIS_V05_BASELINE = os.path.join(REPO_ROOT, "configs/LVIS-v0.5/mask_rcnn_R_50_FPN_1x_baseline.yaml")
 # fmt: off
@@ -31,31 +38,16 @@ ALIGNMENT_KEYS = {
 }
 
 
-def train_net(*args, env=None):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
     out = tmp_path_factory.mktemp("train_net")
     stage1, stage2 = out / "stage1", out / "stage2"
-    first = _ok(
+    first = ok(
         train_net(
             "--config-file", MINIATURE_BASELINE, *FAST, "SOLVER.MAX_ITER", 4, "OUTPUT_DIR", stage1
         )
     )
-    second = _ok(
+    second = ok(
         train_net(
             "--config-file",
             MINIATURE_DISALIGN,
@@ -104,7 +96,7 @@ def test_stage2_checkpoint_differs_from_stage1_only_in_alignment(stages):
 
 def test_eval_only_reproduces_the_training_evaluation(stages, tmp_path):
     _, stage2, _, _ = stages
-    _ok(
+    ok(
         train_net(
             "--config-file",
             MINIATURE_DISALIGN,
@@ -121,18 +113,11 @@ def test_eval_only_reproduces_the_training_evaluation(stages, tmp_path):
     )
 
 
-def _one_line_error(result, expected):
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-
-
 def test_missing_dataset_directory(tmp_path):
     result = train_net(
         "--config-file", MINIATURE_BASELINE, env={"DETECTRON2_DATASETS": str(tmp_path / "missing")}
     )
-    _one_line_error(result, f"DETECTRON2_DATASETS={tmp_path / 'missing'} is not a directory")
+    one_line_error(result, f"DETECTRON2_DATASETS={tmp_path / 'missing'} is not a directory")
 
 
 def test_missing_lvis_files(tmp_path):
@@ -143,7 +128,7 @@ def test_missing_lvis_files(tmp_path):
         tmp_path / "out",
         env={"DETECTRON2_DATASETS": str(tmp_path)},
     )
-    _one_line_error(result, f"dataset 'lvis_v0.5_val': annotation file '{tmp_path}/lvis/")
+    one_line_error(result, f"dataset 'lvis_v0.5_val': annotation file '{tmp_path}/lvis/")
     assert not (tmp_path / "out").exists()  # nothing written
 
 
@@ -156,7 +141,7 @@ def test_missing_stage2_weights(tmp_path):
         "OUTPUT_DIR",
         tmp_path / "out",
     )
-    _one_line_error(result, f"checkpoint file '{tmp_path / 'nothing.pth'}' does not exist")
+    one_line_error(result, f"checkpoint file '{tmp_path / 'nothing.pth'}' does not exist")
     assert not (tmp_path / "out").exists()
 
 
@@ -173,7 +158,7 @@ def test_class_count_mismatch_leaves_outputs_untouched(stages):
         "OUTPUT_DIR",
         stage2,
     )
-    _one_line_error(
+    one_line_error(
         result,
         "has 36 classes ('roi_heads.box_predictor.cls_score.weight'), but the "
         "config has MODEL.ROI_HEADS.NUM_CLASSES=20",
@@ -183,19 +168,19 @@ def test_class_count_mismatch_leaves_outputs_untouched(stages):
 
 def test_unknown_config_key_on_the_command_line():
     result = train_net("--config-file", MINIATURE_BASELINE, "MODEL.DISALIGN.RH0", 0.8)
-    _one_line_error(result, "Non-existent key: MODEL.DISALIGN.RH0")
+    one_line_error(result, "Non-existent key: MODEL.DISALIGN.RH0")
 
 
 def test_unknown_config_key_in_a_file(tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text(f'_BASE_: "{MINIATURE_DISALIGN}"\nMODEL:\n  DISALIGN:\n    RH0: 0.8\n')
     result = train_net("--config-file", config)
-    _one_line_error(result, f"{config}: Non-existent config key: MODEL.DISALIGN.RH0")
+    one_line_error(result, f"{config}: Non-existent config key: MODEL.DISALIGN.RH0")
 
 
 def test_missing_config_file(tmp_path):
     result = train_net("--config-file", tmp_path / "nothing.yaml")
-    _one_line_error(result, f"config file '{tmp_path / 'nothing.yaml'}' does not exist")
+    one_line_error(result, f"config file '{tmp_path / 'nothing.yaml'}' does not exist")
 
 
 def test_real_lvis_layout_is_read_through_detectron2_builtin_names(tmp_path):
@@ -241,9 +226,13 @@ def test_real_lvis_layout_is_read_through_detectron2_builtin_names(tmp_path):
     "opts, expected",
     [
         (["MODEL.DISALIGN.CLS_HEAD", "cos"], "MODEL.DISALIGN.CLS_HEAD must be one of"),
-        (["MODEL.DISALIGN.GRW.COUNT_BY", "pixels"], "MODEL.DISALIGN.GRW.COUNT_BY must be one of"),
+        (["MODEL.DISALIGN.GRW.COUNT_BY", "pixel"], "MODEL.DISALIGN.GRW.COUNT_BY must be one of"),
+        (
+            ["MODEL.DISALIGN.GRW.COUNT_BY", "pixels"],
+            "COUNT_BY 'pixels' is for semantic segmentation",
+        ),
         (["MODEL.DISALIGN.CALIBRATION", False], "ALIGNMENT_STAGE has nothing to train"),
     ],
 )
 def test_bad_disalign_values(opts, expected):
-    _one_line_error(train_net("--config-file", MINIATURE_DISALIGN, *opts), expected)
+    one_line_error(train_net("--config-file", MINIATURE_DISALIGN, *opts), expected)

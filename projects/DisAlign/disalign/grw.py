@@ -12,24 +12,31 @@ It never occurs as a training target, so its weight acts only through the normal
 """
 
 import functools
+import hashlib
+import json
 import logging
+import os
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 from torch.nn import functional as F
 
 __all__ = [
     "GRWCrossEntropy",
     "grw_class_weights",
     "grw_loss_from_config",
+    "count_class_pixels",
     "count_class_samples",
     "training_class_counts",
 ]
 
 logger = logging.getLogger(__name__)
 
-COUNT_BY_CHOICES = ("images", "instances")
+COUNT_BY_CHOICES = ("images", "instances", "pixels")
 
 
 def grw_class_weights(class_counts: Sequence[float], rho: float) -> torch.Tensor:
@@ -108,11 +115,25 @@ class GRWCrossEntropy:
 
         Returns:
             Tensor: scalar loss; 0 (connected to ``logits``) when no target counts.
+
+        With several processes (DDP), the weighted sum is divided by the summed target weights of
+        the whole batch (all-reduced), so that the averaged gradients equal those of one process
+        holding the whole batch, whatever the classes in each process' part of it.
         """
-        if not (targets != ignore_index).any():
-            return logits.sum() * 0.0
         weight = self.class_weights().to(device=logits.device, dtype=logits.dtype)
-        return F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index)
+        losses = F.cross_entropy(
+            logits, targets, weight=weight, ignore_index=ignore_index, reduction="none"
+        )  # w_target * CE, 0 where ignored
+        valid = targets != ignore_index
+        summed_weights = torch.where(valid, weight[torch.where(valid, targets, 0)], 0).sum()
+        world_size = _world_size()
+        if world_size > 1:  # normalise by the whole batch's summed weights, over all processes
+            summed_weights = summed_weights.detach().clone()
+            dist.all_reduce(summed_weights)
+            summed_weights /= world_size  # DDP averages the gradients of the processes
+        if summed_weights <= 0:
+            return logits.sum() * 0.0
+        return losses.sum() / summed_weights
 
 
 def grw_loss_from_config(
@@ -154,8 +175,8 @@ def count_class_samples(
     Returns:
         list[int]: K counts.
     """
-    if count_by not in COUNT_BY_CHOICES:
-        raise ValueError(f"count_by must be one of {COUNT_BY_CHOICES}, got '{count_by}'")
+    if count_by not in ("images", "instances"):
+        raise ValueError(f"count_by must be 'images' or 'instances', got '{count_by}'")
     counts = [0] * num_classes
     for record in dataset_dicts:
         if "label" in record:
@@ -174,6 +195,55 @@ def count_class_samples(
     return counts
 
 
+def count_class_pixels(
+    dataset_dicts: Iterable[Dict], num_classes: int, ignore_label: int = 255
+) -> List[int]:
+    """
+    Count, per class, the labelled pixels of semantic segmentation dicts (``sem_seg_file_name``
+    images of class indices; ``ignore_label`` pixels are not counted).
+    """
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for record in dataset_dicts:
+        labels = np.asarray(Image.open(record["sem_seg_file_name"]), dtype=np.int64)
+        labels = labels[labels != ignore_label]
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"'{record['sem_seg_file_name']}' has label {labels.max()} outside [0, "
+                f"{num_classes}) that is not the ignore label {ignore_label}"
+            )
+        counts += np.bincount(labels, minlength=num_classes)
+    return counts.tolist()
+
+
+def _cache_dir() -> str:
+    return os.path.expanduser(os.getenv("DISALIGN_CACHE", "~/.cache/disalign"))
+
+
+def _cached_pixel_counts(name: str, dataset_dicts, num_classes: int, ignore_label: int):
+    """Pixel counts of a dataset, cached as JSON under $DISALIGN_CACHE (~/.cache/disalign),
+    keyed by the label files' names, sizes and modification times."""
+    fingerprint = hashlib.sha1(f"{num_classes}:{ignore_label}".encode())
+    for record in dataset_dicts:
+        stat = os.stat(record["sem_seg_file_name"])
+        fingerprint.update(
+            f"{record['sem_seg_file_name']}:{stat.st_size}:{stat.st_mtime_ns}\n".encode()
+        )
+    path = os.path.join(_cache_dir(), f"pixel_counts-{name}-{fingerprint.hexdigest()[:16]}.json")
+    try:
+        with open(path) as f:
+            counts = json.load(f)
+        if isinstance(counts, list) and len(counts) == num_classes:
+            return counts
+    except (OSError, ValueError):
+        pass
+    counts = count_class_pixels(dataset_dicts, num_classes, ignore_label)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(f"{path}.{os.getpid()}.tmp", "w") as f:
+        json.dump(counts, f)
+    os.replace(f"{path}.{os.getpid()}.tmp", path)
+    return counts
+
+
 def training_class_counts(
     dataset_names: Sequence[str], num_classes: int, count_by: str = "images"
 ) -> List[int]:
@@ -183,16 +253,24 @@ def training_class_counts(
     Args:
         dataset_names: names in detectron2's DatasetCatalog (cfg.DATASETS.TRAIN).
         num_classes (int): K.
-        count_by (str): "images" or "instances".
+        count_by (str): "images", "instances" or "pixels" (semantic segmentation; cached).
 
     Returns:
         list[int]: K counts.
     """
     if not dataset_names:
         raise ValueError("GRW needs class counts, but cfg.DATASETS.TRAIN is empty")
+    if count_by not in COUNT_BY_CHOICES:
+        raise ValueError(f"count_by must be one of {COUNT_BY_CHOICES}, got '{count_by}'")
     counts = [0] * num_classes
     for name in dataset_names:
-        for c, n in enumerate(count_class_samples(DatasetCatalog.get(name), num_classes, count_by)):
+        dicts = DatasetCatalog.get(name)
+        if count_by == "pixels":
+            ignore_label = MetadataCatalog.get(name).get("ignore_label", 255)
+            found = _cached_pixel_counts(name, dicts, num_classes, ignore_label)
+        else:
+            found = count_class_samples(dicts, num_classes, count_by)
+        for c, n in enumerate(found):
             counts[c] += n
     missing = [c for c, n in enumerate(counts) if n == 0]
     if missing:
@@ -208,3 +286,7 @@ def training_class_counts(
         f"min {min(counts)}, max {max(counts)}, total {sum(counts)}"
     )
     return counts
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

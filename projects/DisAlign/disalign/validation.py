@@ -4,8 +4,12 @@ Checks of a user's inputs that fail early, with one line that names the problem,
 is written to the output directory.
 """
 
+import contextlib
+import json
 import os
-from typing import List
+import pickle
+import tempfile
+from typing import Dict, List, Sequence
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -14,7 +18,13 @@ from .alignment import ALIGNMENT_STAGE_TRAINABLE_CHOICES
 from .fast_rcnn import CLS_HEAD_CHOICES
 from .grw import COUNT_BY_CHOICES
 
-__all__ = ["InputError", "check_inputs", "dataset_problems"]
+__all__ = [
+    "InputError",
+    "check_inputs",
+    "check_training_records",
+    "dataset_loading_errors",
+    "dataset_problems",
+]
 
 _REMOTE_PREFIXES = ("detectron2://", "http://", "https://", "s3://", "manifold://")
 
@@ -35,6 +45,13 @@ def check_inputs(cfg, *, training: bool):
         InputError: for the first problem found.
     """
     _check_disalign_keys(cfg.MODEL.DISALIGN)
+    segmentation = cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor"
+    if cfg.MODEL.DISALIGN.GRW.COUNT_BY == "pixels" and not segmentation:
+        raise InputError(
+            "MODEL.DISALIGN.GRW.COUNT_BY 'pixels' is for semantic segmentation; detectors and "
+            "classifiers count 'images' or 'instances'"
+        )
+    _check_output_dir(cfg.OUTPUT_DIR)
     datasets_root = os.environ.get("DETECTRON2_DATASETS")
     if datasets_root is not None and not os.path.isdir(os.path.expanduser(datasets_root)):
         raise InputError(f"DETECTRON2_DATASETS={datasets_root} is not a directory")
@@ -61,6 +78,8 @@ def _check_disalign_keys(d):
     ):
         if value not in choices:
             raise InputError(f"MODEL.DISALIGN.{key} must be one of {choices}, got '{value}'")
+    if not d.GRW.RHO >= 0:  # also catches NaN
+        raise InputError(f"MODEL.DISALIGN.GRW.RHO must be >= 0, got {d.GRW.RHO}")
     if d.ALIGNMENT_STAGE and not d.CALIBRATION and d.ALIGNMENT_STAGE_TRAINABLE == "alignment":
         raise InputError(
             "MODEL.DISALIGN.ALIGNMENT_STAGE has nothing to train with CALIBRATION off; set "
@@ -68,11 +87,30 @@ def _check_disalign_keys(d):
         )
 
 
+def _check_output_dir(path):
+    """OUTPUT_DIR must exist as a writable directory, or be creatable."""
+    if not path:
+        return
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"OUTPUT_DIR '{path}' cannot be created: '{existing}' is not a directory")
+    try:  # a real write: permission bits do not tell for root or read-only file systems
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise InputError(f"OUTPUT_DIR '{path}' is not writable ({e.strerror})") from None
+
+
 def _classifier_outputs(cfg):
     """(outputs of each classifier "cls_score", the config key of the class count, its value)"""
     if cfg.MODEL.META_ARCHITECTURE == "DisAlignImageClassifier":
         num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
         return num_classes, "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", num_classes
+    if cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor":
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        return num_classes, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES  # box classifiers also score the background
     return num_classes + 1, "MODEL.ROI_HEADS.NUM_CLASSES", num_classes
 
@@ -81,9 +119,15 @@ def _check_checkpoint_classes(path, outputs, key_name, num_classes):
     """The classifiers ("cls_score") of a checkpoint must have the config's number of outputs."""
     try:
         try:  # memory-mapped: only the classifier tensors are read
-            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be mapped
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused it
+        reason = str(e).strip().splitlines()[0]
+        raise InputError(
+            f"MODEL.WEIGHTS: refusing to load checkpoint '{path}': it is not plain weights "
+            f"({reason})"
+        ) from None
     except Exception as e:
         raise InputError(f"MODEL.WEIGHTS: cannot read checkpoint '{path}': {e}") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else {}
@@ -112,6 +156,7 @@ def dataset_problems(name: str) -> List[str]:
     for key, kind, exists in (
         ("json_file", "annotation file", os.path.isfile),
         ("image_root", "image directory", os.path.isdir),
+        ("sem_seg_root", "label directory", os.path.isdir),
     ):
         path = metadata.get(key, None)
         if path is not None and not exists(path):
@@ -126,3 +171,49 @@ def _check_dataset(name):
     problems = dataset_problems(name)
     if problems:
         raise InputError(problems[0])
+
+
+@contextlib.contextmanager
+def dataset_loading_errors(names: Sequence[str]):
+    """
+    Within: a dataset whose annotation file is not valid JSON, or whose annotations have a
+    category outside its category list (detectron2 asserts it), raises InputError naming it.
+    """
+    try:
+        yield
+    except AssertionError as e:
+        if "category_id" not in str(e):
+            raise
+        raise InputError(f"datasets {tuple(names)}: {e}") from None
+    except json.JSONDecodeError as e:
+        for name in names:
+            path = MetadataCatalog.get(name).get("json_file", None)
+            if path is None or not os.path.isfile(path):
+                continue
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except json.JSONDecodeError as bad:
+                raise InputError(
+                    f"dataset '{name}': annotation file '{path}' is not valid JSON ({bad})"
+                ) from None
+        raise InputError(f"a dataset of {tuple(names)} is not valid JSON ({e})") from None
+
+
+def check_training_records(records: Sequence[Dict], num_classes: int, names: Sequence[str]):
+    """
+    The loaded training records must name existing image files, and every instance annotation
+    must have a category index in [0, num_classes).
+    """
+    for record in records:
+        if not os.path.isfile(record["file_name"]):
+            raise InputError(
+                f"datasets {tuple(names)}: image file '{record['file_name']}' does not exist"
+            )
+        for annotation in record.get("annotations", ()):
+            category = annotation.get("category_id", 0)
+            if not 0 <= category < num_classes:
+                raise InputError(
+                    f"datasets {tuple(names)}: image '{record['file_name']}' has an annotation "
+                    f"with an invalid category_id={category} ({num_classes} classes)"
+                )

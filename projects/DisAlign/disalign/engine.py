@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+"""
+Training-loop pieces for exact resumption and for multi-process training on the CPU, and the one
+place that absorbs the differences between detectron2 0.6 and current detectron2 in them.
+
+* :class:`IterationSeedHook` reseeds the random generators before every iteration from
+  ``(cfg.SEED, iteration, rank)``, so that what a model draws at iteration ``k`` (e.g. the ROI
+  heads' proposal sampling) does not depend on whether the run was resumed;
+  :mod:`disalign.data.resumable` does the same for the data.
+* :class:`OptimizerStateMixin` puts the optimizer's state (momentum) in the checkpoints of a
+  ``DefaultTrainer``: detectron2 0.6 saves only the iteration and the hooks' state, so that a
+  resumed run restarts SGD's momentum from zero (current detectron2 saves it itself).
+* :func:`replace_data_loader` swaps a trainer's data loader (detectron2 0.6 and current detectron2
+  keep its iterator differently).
+* :func:`cpu_ddp` lets detectron2's ``DefaultTrainer`` wrap a CPU model in
+  ``DistributedDataParallel`` (its ``create_ddp_model`` always passes ``device_ids``, which torch
+  refuses for CPU modules).
+* :func:`launch_supports_cpu` / :func:`init_distributed_from_torchrun`: current detectron2's
+  ``launch`` starts CPU processes with the gloo backend; detectron2 0.6's requires CUDA. There,
+  processes are started by PyTorch's own launcher, ``torchrun``, and joined here to
+  torch.distributed (gloo on the CPU) and detectron2's local process group.
+"""
+
+import contextlib
+import importlib
+import inspect
+import os
+from unittest import mock
+
+import torch
+import torch.distributed as dist
+from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.engine import defaults as detectron2_defaults
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+
+from .data.resumable import derived_seed
+
+__all__ = [
+    "IterationSeedHook",
+    "OptimizerStateMixin",
+    "cpu_ddp",
+    "init_distributed_from_torchrun",
+    "launch_supports_cpu",
+    "replace_data_loader",
+    "started_by_torchrun",
+]
+
+
+class IterationSeedHook(HookBase):
+    """Before each iteration, seed torch, NumPy and Python from ``(seed, iteration, rank)``."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_step(self):
+        seed_all_rng(derived_seed(self.seed, self.trainer.iter, comm.get_rank()))
+
+
+class OptimizerStateMixin:
+    """For a DefaultTrainer subclass: its checkpoints hold the inner trainer's (optimizer) state."""
+
+    _SAVES_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__  # current detectron2
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if not self._SAVES_OPTIMIZER:
+            ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if not self._SAVES_OPTIMIZER and "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+
+def replace_data_loader(simple_trainer, data_loader):
+    """Make a detectron2 ``SimpleTrainer`` read its next batches from ``data_loader``."""
+    simple_trainer.data_loader = data_loader
+    if hasattr(simple_trainer, "_data_loader_iter_obj"):  # current detectron2: made lazily
+        simple_trainer._data_loader_iter_obj = None
+    else:  # detectron2 0.6: made in __init__
+        simple_trainer._data_loader_iter = iter(data_loader)
+
+
+@contextlib.contextmanager
+def cpu_ddp():
+    """Within: detectron2's DefaultTrainer wraps CPU models in DDP without ``device_ids``."""
+    create_ddp_model = detectron2_defaults.create_ddp_model
+
+    def create_ddp_model_for_device(model, **kwargs):
+        if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return create_ddp_model(model, **kwargs)
+
+    with mock.patch.object(detectron2_defaults, "create_ddp_model", create_ddp_model_for_device):
+        yield
+
+
+def launch_supports_cpu() -> bool:
+    """Whether the installed detectron2's ``launch`` starts CPU processes (gloo backend)."""
+    # (detectron2.engine re-exports the function ``launch`` under the module's name)
+    worker = importlib.import_module("detectron2.engine.launch")._distributed_worker
+    return "GLOO" in inspect.getsource(worker).upper()
+
+
+def started_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (torch.distributed's launcher)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def init_distributed_from_torchrun(device: str):
+    """
+    Join the process group that ``torchrun`` set up (``env://``): nccl for CUDA, gloo for the
+    CPU, and detectron2's per-machine process group, as detectron2's ``launch`` does.
+    """
+    backend = "gloo" if device == "cpu" else "nccl"
+    dist.init_process_group(backend=backend, init_method="env://")
+    local_world_size = int(os.environ["LOCAL_WORLD_SIZE"])
+    if hasattr(comm, "create_local_process_group"):  # current detectron2
+        comm.create_local_process_group(local_world_size)
+    else:  # detectron2 0.6: what its launch does
+        machine = dist.get_rank() // local_world_size
+        for i in range(dist.get_world_size() // local_world_size):
+            group = dist.new_group(list(range(i * local_world_size, (i + 1) * local_world_size)))
+            if i == machine:
+                comm._LOCAL_PROCESS_GROUP = group
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    comm.synchronize()

@@ -1,0 +1,141 @@
+"""
+Multi-process training on the CPU (gloo) through torch.distributed: stage 2 with 2 processes
+matches one process with the same total batch; every process computes the same GRW weights;
+distributed evaluation reports what single-process evaluation reports.
+
+Processes are started as a user would: detectron2's ``launch`` (``--num-gpus 2``) where it
+supports the CPU, otherwise PyTorch's launcher ``torchrun`` (detectron2 0.6's ``launch`` needs
+CUDA; see disalign/engine.py).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from disalign.engine import launch_supports_cpu
+
+from conftest import MINIATURE_BASELINE, MINIATURE_DISALIGN, REPO_ROOT, load_config
+
+TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
+# fmt: off
+COMMON = [
+    "SOLVER.IMS_PER_BATCH", "2",
+    "DATALOADER.NUM_WORKERS", "0",
+    "TEST.EVAL_PERIOD", "0",
+]
+# every proposal is kept (no random subsampling), so that 1 and 2 processes see the same ROIs
+STAGE2 = COMMON + [
+    "SOLVER.MAX_ITER", "3",
+    "DATALOADER.ASPECT_RATIO_GROUPING", "False",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "512",
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION", "1.0",
+]
+# fmt: on
+ALIGNMENT = "roi_heads.box_predictor.alignment."
+
+
+def _run(command, **kwargs):
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def two_processes(script, *args):
+    """``script`` in 2 CPU processes, started as train_net.py's README says."""
+    if launch_supports_cpu() and script == TRAIN_NET:
+        command = [sys.executable, script, "--num-gpus", "2", *args]
+    else:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2", script, *args,
+        ]  # fmt: skip
+    return _run([*command])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distributed")
+    _run([sys.executable, TRAIN_NET, "--config-file", MINIATURE_BASELINE, *COMMON,
+          "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()",
+          "OUTPUT_DIR", str(out / "stage1")])  # fmt: skip
+    stage2 = ["--config-file", MINIATURE_DISALIGN, *STAGE2,
+              "MODEL.WEIGHTS", str(out / "stage1" / "model_final.pth")]  # fmt: skip
+    _run([sys.executable, TRAIN_NET, *stage2, "OUTPUT_DIR", str(out / "one")])
+    two_processes(TRAIN_NET, *stage2, "DATASETS.TEST", "()", "OUTPUT_DIR", str(out / "two"))
+    two_processes(TRAIN_NET, "--eval-only", "--config-file", MINIATURE_DISALIGN, *STAGE2,
+                  "MODEL.WEIGHTS", str(out / "one" / "model_final.pth"),
+                  "OUTPUT_DIR", str(out / "eval_two"))  # fmt: skip
+    return out
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_stage2_with_two_processes_equals_one_process(runs):
+    one, two = _weights(runs / "one/model_final.pth"), _weights(runs / "two/model_final.pth")
+    stage1 = _weights(runs / "stage1/model_final.pth")
+    aligned = [k for k in one if k.startswith(ALIGNMENT)]
+    assert len(aligned) == 4
+    assert not torch.allclose(one[ALIGNMENT + "alpha"], torch.ones(1))  # it trained
+    for key in aligned:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(one[k], stage1[k]) and torch.equal(two[k], stage1[k]) for k in stage1)
+
+
+def test_distributed_evaluation_reports_the_same_numbers(runs):
+    single = json.loads((runs / "one/eval_results.json").read_text())
+    distributed = json.loads((runs / "eval_two/eval_results.json").read_text())
+    assert set(single) == {"bbox", "segm"}
+    assert distributed == single
+
+
+GRW_SCRIPT = """
+import json, sys
+import torch, torch.distributed as dist
+from detectron2.modeling import build_model
+sys.path.insert(0, {tests!r})
+from conftest import MINIATURE_DISALIGN, load_config
+from disalign.engine import init_distributed_from_torchrun
+
+init_distributed_from_torchrun("cpu")
+model = build_model(load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", ""))
+weights = model.roi_heads.box_predictor.grw.class_weights()
+gathered = [torch.zeros_like(weights) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, weights)
+if dist.get_rank() == 0:
+    with open({out!r}, "w") as f:
+        json.dump([g.tolist() for g in gathered], f)
+"""
+
+
+def test_every_process_computes_the_same_grw_weights(tmp_path):
+    script, out = tmp_path / "grw_weights.py", tmp_path / "weights.json"
+    script.write_text(GRW_SCRIPT.format(tests=os.path.dirname(__file__), out=str(out)))
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(script)])  # fmt: skip
+    rank0, rank1 = json.loads(out.read_text())
+    model = build_model(load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", ""))
+    expected = model.roi_heads.box_predictor.grw.class_weights().tolist()
+    assert rank0 == rank1 == expected
+    assert len(expected) == model.roi_heads.box_predictor.num_classes + 1  # and the background
+    assert min(expected[:-1]) < 1 < max(expected[:-1])  # the miniature is long-tailed
+
+
+@pytest.mark.skipif(launch_supports_cpu(), reason="this detectron2's launch starts CPU processes")
+def test_launch_on_the_cpu_points_to_torchrun():
+    result = subprocess.run(
+        [sys.executable, TRAIN_NET, "--num-gpus", "2", "--config-file", MINIATURE_BASELINE],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: this detectron2's launch needs CUDA for --num-gpus 2; on the CPU, start the "
+        "processes with: torchrun --nproc_per_node 2 train_net.py ..."
+    )
