@@ -47,7 +47,7 @@ def _proposals(gt_classes_per_image):
 
 def test_at_init_disalign_equals_the_base_predictor():
     torch.manual_seed(0)
-    ours = _predictor(calibration=True)
+    ours = _predictor(alignment=DistributionAlignment(K, D))
     base = FastRCNNOutputLayers(
         ShapeSpec(channels=D),
         box2box_transform=Box2BoxTransform((10, 10, 5, 5)),
@@ -72,7 +72,7 @@ def test_at_init_disalign_equals_the_base_predictor():
 
 def test_aligned_scores_follow_the_formula_and_keep_background():
     torch.manual_seed(1)
-    predictor = _predictor(calibration=True)
+    predictor = _predictor(alignment=DistributionAlignment(K, D))
     with torch.no_grad():
         predictor.alignment.alpha.copy_(torch.linspace(0.5, 2.0, K))
         predictor.alignment.beta.copy_(torch.linspace(-1.0, 1.0, K))
@@ -87,7 +87,7 @@ def test_aligned_scores_follow_the_formula_and_keep_background():
 
 def test_cosine_head():
     torch.manual_seed(2)
-    predictor = _predictor(cls_head="cosine", cosine_scale=20.0, calibration=False)
+    predictor = _predictor(cls_head="cosine", cosine_scale=20.0)
     x = torch.randn(4, D)
     scores, _ = predictor(x)
     w = predictor.cls_score.weight
@@ -101,7 +101,9 @@ def test_cosine_head():
 def test_grw_loss_against_hand_computation():
     torch.manual_seed(3)
     counts = [400, 100, 20, 5, 1]
-    predictor = _predictor(calibration=True, grw=GRWCrossEntropy(0.8, counts, K, 1))
+    predictor = _predictor(
+        alignment=DistributionAlignment(K, D), grw=GRWCrossEntropy(0.8, counts, K, 1)
+    )
     x = torch.randn(6, D)
     gt = [[0, 3, 5], [4, 5, 1]]
     predictions = predictor(x)

@@ -2,13 +2,14 @@
 """
 DisAlign (Distribution Alignment, CVPR 2021) for detectron2.
 
-Importing the package registers its modules in detectron2's registries (the DisAlignRCNN and
-DisAlignImageClassifier meta architectures, the DisAlign ROI heads) and its datasets (the embedded
-miniatures, ImageNet-LT, Places-LT, iNaturalist 2018).
+Importing the package registers its modules in detectron2's registries (the DisAlignRCNN,
+DisAlignImageClassifier and DisAlignSemanticSegmentor meta architectures, the DisAlign ROI heads
+and semantic segmentation heads) and its datasets (the embedded miniatures, ImageNet-LT,
+Places-LT, iNaturalist 2018, and the head/body/tail groups of detectron2's ADE20K).
 """
 
 from . import data  # noqa: F401  (registers the embedded datasets)
-from . import classifier, rcnn, roi_heads  # noqa: F401  (only registration)
+from . import classifier, rcnn, roi_heads, segmentation  # noqa: F401  (only registration)
 from .alignment import (
     AlignmentStageMixin,
     alignment_parameter_names,
@@ -28,6 +29,7 @@ from .grw import (
 from .layers import CosineClassifier, DistributionAlignment
 from .rcnn import DisAlignRCNN
 from .roi_heads import DisAlignCascadeROIHeads, DisAlignROIHeads
+from .segmentation import DisAlignDeepLabV3PlusHead, DisAlignFCNHead, DisAlignSemanticSegmentor
 from .validation import InputError, check_inputs, dataset_problems
 
 __version__ = "0.1.0"

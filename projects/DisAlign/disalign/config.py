@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 from detectron2.config import CfgNode as CN
+from detectron2.projects.deeplab import add_deeplab_config
 
 
 def add_disalign_config(cfg):
@@ -7,6 +8,9 @@ def add_disalign_config(cfg):
     Add config keys for DisAlign (Distribution Alignment). Defaults are the paper's LVIS settings.
     """
     _C = cfg
+    # detectron2's DeepLab project keys (DeepLabV3+ head, dilated backbones, poly schedule) for
+    # the semantic segmentation models
+    add_deeplab_config(_C)
 
     _C.MODEL.DISALIGN = CN()
     # Classifier head z = f(x) of the ROI box predictor, over K foreground classes + background:
@@ -47,7 +51,9 @@ def add_disalign_config(cfg):
     # The re-weighting scale rho (0.8 for LVIS; 0 is plain cross-entropy).
     _C.MODEL.DISALIGN.GRW.RHO = 0.8
     # What n_j counts in cfg.DATASETS.TRAIN: "images" (images containing class j, the LVIS
-    # frequency definition) or "instances" (annotated instances of class j).
+    # frequency definition; for classification, images of class j), "instances" (annotated
+    # instances of class j) or "pixels" (labelled pixels, semantic segmentation; cached as JSON
+    # under $DISALIGN_CACHE, default ~/.cache/disalign).
     _C.MODEL.DISALIGN.GRW.COUNT_BY = "images"
 
     # Image classification (DisAlignImageClassifier).
@@ -66,3 +72,6 @@ def add_disalign_config(cfg):
     # Test: resize the shorter side to TEST_RESIZE, then a centre crop of TEST_CROP_SIZE.
     _C.INPUT.CLASSIFICATION.TEST_RESIZE = 256
     _C.INPUT.CLASSIFICATION.TEST_CROP_SIZE = 224
+
+    # LVIS AP computation: "fast" (disalign.evaluation.fast_lvis) or "lvis-api" (detectron2's).
+    _C.TEST.LVIS_EVAL_BACKEND = "fast"

@@ -19,9 +19,9 @@ from detectron2.modeling.roi_heads.fast_rcnn import (
     _log_classification_stats,
 )
 
-from .alignment import has_trainable_parameters
+from .alignment import skips_frozen_work
 from .grw import GRWCrossEntropy, grw_loss_from_config
-from .layers import CosineClassifier, DistributionAlignment
+from .layers import CosineClassifier, DistributionAlignment, build_alignment
 
 __all__ = ["CLS_HEAD_CHOICES", "DisAlignFastRCNNOutputLayers"]
 
@@ -48,13 +48,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         *,
         cls_head: str = "dot",
         cosine_scale: float = 20.0,
-        calibration: bool = True,
-        magnitude: bool = True,
-        margin: bool = True,
-        confidence: bool = True,
-        alpha_init: float = 1.0,
-        beta_init: float = 0.0,
-        foreground_only: bool = True,
+        alignment: Optional[DistributionAlignment] = None,
         grw: Optional[GRWCrossEntropy] = None,
         **kwargs,
     ):
@@ -63,10 +57,8 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             input_shape, kwargs: as for detectron2's FastRCNNOutputLayers.
             cls_head (str): "dot" or "cosine".
             cosine_scale (float): initial learnable scale of the cosine head.
-            calibration (bool): add the distribution alignment (alpha, beta, confidence).
-            magnitude, margin, confidence, alpha_init, beta_init: as for
-                :class:`DistributionAlignment`.
-            foreground_only (bool): align the K foreground logits only (else all K + 1).
+            alignment (DistributionAlignment or None): the alignment of the first A logits (A = K
+                foreground-only, or K + 1), reading the (R, D) box features; None: plain scores.
             grw (GRWCrossEntropy or None): the GRW classification loss over the K foreground
                 classes and the background (``num_unweighted=1``); None uses plain cross-entropy.
         """
@@ -80,19 +72,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             raise ValueError(
                 f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}, got '{cls_head}'"
             )
-        self.alignment = (
-            DistributionAlignment(
-                self.num_classes if foreground_only else self.num_classes + 1,
-                input_size,
-                magnitude=magnitude,
-                margin=margin,
-                confidence=confidence,
-                alpha_init=alpha_init,
-                beta_init=beta_init,
-            )
-            if calibration
-            else None
-        )
+        self.alignment = alignment
         if grw is not None and (grw.num_classes, grw.num_unweighted) != (self.num_classes, 1):
             raise ValueError(f"the GRW loss must cover {self.num_classes} classes + background")
         self.grw = grw
@@ -108,20 +88,18 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             )
         ret = super().from_config(cfg, input_shape)
         d = cfg.MODEL.DISALIGN
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         ret.update(
             {
                 "cls_head": d.CLS_HEAD,
                 "cosine_scale": d.COSINE_SCALE,
-                "calibration": d.CALIBRATION,
-                "magnitude": d.MAGNITUDE,
-                "margin": d.MARGIN,
-                "confidence": d.CONFIDENCE,
-                "alpha_init": d.ALPHA_INIT,
-                "beta_init": d.BETA_INIT,
-                "foreground_only": d.FOREGROUND_ONLY,
+                "alignment": build_alignment(
+                    cfg, num_classes if d.FOREGROUND_ONLY else num_classes + 1, input_size
+                ),
+                "grw": grw_loss_from_config(cfg, num_classes, num_unweighted=1),
             }
         )
-        ret["grw"] = grw_loss_from_config(cfg, cfg.MODEL.ROI_HEADS.NUM_CLASSES, num_unweighted=1)
         return ret
 
     def forward(self, x):
@@ -174,7 +152,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         _log_classification_stats(scores, gt_classes)
         losses = {"loss_cls": self.classification_loss(scores, gt_classes)}
 
-        if has_trainable_parameters(self.bbox_pred):
+        if not skips_frozen_work(self.bbox_pred):
             if len(proposals):
                 proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
                 # proposals without a match have no "gt_boxes"; they are background and their

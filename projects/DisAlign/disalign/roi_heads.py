@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads, StandardROIHeads
 
-from .alignment import has_trainable_parameters
+from .alignment import has_trainable_parameters, skips_frozen_work
 from .fast_rcnn import DisAlignFastRCNNOutputLayers
 
 __all__ = ["DisAlignROIHeads", "DisAlignCascadeROIHeads"]
@@ -10,16 +10,22 @@ __all__ = ["DisAlignROIHeads", "DisAlignCascadeROIHeads"]
 class _SkipFrozenHeadLosses:
     """
     In training, skip the mask and keypoint branches whose parameters are all frozen (the
-    alignment stage): their losses would train nothing.
+    alignment stage): their losses would train nothing (and a frozen head held in eval mode would
+    predict instead). The frozen box branch up to the predictor runs without autograd, see
+    :func:`disalign.alignment.run_frozen_without_autograd`.
     """
 
+    @staticmethod
+    def _skips_head(head) -> bool:
+        return skips_frozen_work(head) or (not head.training and not has_trainable_parameters(head))
+
     def _forward_mask(self, features, instances):
-        if self.training and self.mask_on and not has_trainable_parameters(self.mask_head):
+        if self.training and self.mask_on and self._skips_head(self.mask_head):
             return {}
         return super()._forward_mask(features, instances)
 
     def _forward_keypoint(self, features, instances):
-        if self.training and self.keypoint_on and not has_trainable_parameters(self.keypoint_head):
+        if self.training and self.keypoint_on and self._skips_head(self.keypoint_head):
             return {}
         return super()._forward_keypoint(features, instances)
 

@@ -4,6 +4,8 @@ from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 
 from ..grw import training_class_counts
 from .classification import ClassificationEvaluator
+from .lvis import LVIS_EVAL_BACKENDS, FastLVISEvaluator
+from .sem_seg import LongTailSemSegEvaluator, pixel_ratio_group
 
 __all__ = ["build_evaluator"]
 
@@ -12,7 +14,14 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
     """The evaluator of a registered dataset, by its ``evaluator_type`` metadata."""
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "lvis":
-        return LVISEvaluator(
+        backend = cfg.TEST.LVIS_EVAL_BACKEND
+        if backend not in LVIS_EVAL_BACKENDS:
+            raise ValueError(
+                f"cfg.TEST.LVIS_EVAL_BACKEND must be one of {', '.join(LVIS_EVAL_BACKENDS)}, "
+                f"not {backend!r}"
+            )
+        evaluator_class = FastLVISEvaluator if backend == "fast" else LVISEvaluator
+        return evaluator_class(
             dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
         )
     if evaluator_type == "coco":
@@ -22,4 +31,11 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
             tuple(cfg.DATASETS.TRAIN), cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, "images"
         )
         return ClassificationEvaluator(dataset_name, counts, output_dir=output_folder)
+    if evaluator_type == "sem_seg":
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        groups = MetadataCatalog.get(dataset_name).get("class_groups", None)
+        if groups is None:  # from the training set's pixel ratios
+            counts = training_class_counts(tuple(cfg.DATASETS.TRAIN), num_classes, "pixels")
+            groups = [pixel_ratio_group(n / max(sum(counts), 1)) for n in counts]
+        return LongTailSemSegEvaluator(dataset_name, groups, output_dir=output_folder)
     raise NotImplementedError(f"no evaluator for dataset '{dataset_name}' ({evaluator_type})")

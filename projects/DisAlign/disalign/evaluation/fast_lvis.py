@@ -1,0 +1,793 @@
+# -*- coding: utf-8 -*-
+"""
+LVIS box and mask AP, metric for metric equal to lvis-api's ``LVISEval``, several times faster.
+
+    python -m disalign.evaluation.fast_lvis --gt lvis_v1_val.json --dt results.json --iou-type bbox
+
+lvis-api evaluates every (image, category) pair of the dataset in Python: on LVIS val some 24
+million pairs (20k images x 1203 categories), almost all of them empty, each visited by the IoU
+step and, once per area range, by the matching step. faster-coco-eval moves matching and
+accumulation into C++, but it still walks that grid, computes IoUs one pair at a time from Python,
+and converts every annotation dict to C++ on each call, which then costs more than the matching
+itself. Here the whole evaluation is array operations over what can matter:
+
+1. Results become flat arrays, one entry per detection (image and category index, score, box or
+   mask). lvis-api's cap of ``max_dets`` detections per image (the top-scored, ties in the order of
+   the results) and LVIS's federated filter (a detection counts only if its category is verified
+   present or absent in its image) are array operations, so that only the detections that are
+   evaluated are read further (their masks decoded, for instance).
+2. Candidate pairs: a detection can only match ground truth of its own (image, category) pair
+   with IoU >= 0.5. Boxes: the IoUs of all such pairs of the dataset in one vectorised expression
+   that rounds exactly like pycocotools' (lvis-api's); masks: one pycocotools call per
+   (image, category) pair, for the detections whose mask area is within a factor 2 of one of the
+   pair's ground truth (IoU <= min(area) / max(area), so the others cannot reach 0.5).
+3. Matching: lvis-api's greedy matching (in decreasing score order, each detection takes the free
+   ground truth with the highest IoU, ground truth not ignored in the area range first) has to go
+   detection after detection within an (image, category) pair, but pairs are independent: step r
+   matches the r-th detection of every pair, for the 4 area ranges x 10 IoU thresholds at once.
+4. Accumulation: per category, area range and threshold, the detections of all images in score
+   order, cumulated true / false positives, and the interpolated precision at the 101 recall
+   thresholds, for all categories and thresholds of an area range at once (categories laid end to
+   end; a few thresholds at a time if memory requires). Counts are integers and every division is
+   the one lvis-api does, so precision and recall are the same floating-point numbers.
+5. The summary averages the valid entries (> -1) of the precision and recall arrays as lvis-api
+   does: AP over IoU 0.50:0.95, at 0.50 and 0.75, per area range and frequency group r/c/f, and
+   AR at ``max_dets``.
+
+Masks go through pycocotools, as in lvis-api, so mask IoUs and areas are the same numbers too.
+Python's cyclic garbage collector is paused meanwhile: reading the results makes many containers,
+and each collection would walk them all again. What remains of the time is mostly reading the
+results JSON, pycocotools' mask IoUs (segm) and the accumulation.
+
+lvis-api's semantics are kept in detail: ground truth and detections with an area outside (0, inf)
+are left out; a ground truth's own ``ignore`` flag is honoured and ``iscrowd`` is not; unmatched
+detections of a category in the image's ``not_exhaustive_category_ids`` are ignored; ties in score
+keep the order of the results; a frequency group without categories, or an area range without
+ground truth, gives -1; when the first kept result has a "bbox", detection areas are box areas,
+also for mask AP (detectron2's evaluator drops the boxes before mask AP for that reason).
+Annotation ids are taken to be unique and positive, as in LVIS files. Unlike lvis-api, results
+with an unknown category id are an error rather than silently dropped, and an empty results list
+gives AP 0 where lvis-api fails.
+"""
+
+import argparse
+import contextlib
+import gc
+import itertools
+import json
+import sys
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+__all__ = ["IOU_TYPES", "evaluate_lvis", "lvis_metric_names"]
+
+IOU_TYPES = ("bbox", "segm")
+# lvis-api's numbers (linspace, not arange, so that 0.5 and 0.75 compare equal)
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+AREA_RANGES = {  # object area ranges (pixels), bounds included
+    "all": [0**2, 1e5**2],
+    "small": [0**2, 32**2],
+    "medium": [32**2, 96**2],
+    "large": [96**2, 1e5**2],
+}
+FREQUENCY_GROUPS = ("r", "c", "f")  # rare, common, frequent: the categories' "frequency" field
+# a detection matches ground truth with IoU >= min(threshold, 1 - 1e-10), as in lvis-api
+_MATCH_THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
+# the accumulation's arrays hold at most this many entries (IoU thresholds x detections)
+_MAX_ARRAY_SIZE = 2 * 10**7
+
+
+def lvis_metric_names(max_dets: int = 300) -> List[str]:
+    """The metric names of lvis-api's ``LVISEval.results``, in its order."""
+    names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
+    return names + [f"AR{area}@{max_dets}" for area in ("", "s", "m", "l")]
+
+
+class _GroundTruth:
+    """
+    The ground truth that lvis-api evaluates, as flat arrays: G annotations (by image, then in file
+    order), I images and K categories (both sorted by id).
+
+    Attributes:
+        image_ids (ndarray[I] float64), category_ids (ndarray[K] float64): the sorted ids.
+        frequency_groups (list[list[int]]): for "r", "c", "f", the indices of its categories.
+        heights, widths (ndarray[I] int64): the image sizes.
+        negative_keys, not_exhaustive_keys (ndarray int64, sorted, unique): the (image, category)
+            pairs (as image * K + category) of each image's neg_category_ids and
+            not_exhaustive_category_ids.
+        annotations (list[dict]): the G annotations.
+        image, category (ndarray[G] int64): their image and category indices.
+        keys (ndarray[G] int64): their (image, category) pair, image * K + category.
+        area (ndarray[G] float64): their "area" (which decides the area ranges).
+        ignore (ndarray[G] bool): their own "ignore" flag.
+        boxes (ndarray[G, 4] float64, XYWH): their boxes, for bbox (None for segm).
+    """
+
+    def __init__(self, dataset: dict, iou_type: str):
+        images = {image["id"]: image for image in dataset["images"]}
+        categories = {category["id"]: category for category in dataset["categories"]}
+        image_ids, category_ids = sorted(images), sorted(categories)
+        self.image_ids = np.array(image_ids, dtype=np.float64).reshape(len(image_ids))
+        self.category_ids = np.array(category_ids, dtype=np.float64).reshape(len(category_ids))
+        image_index = {image_id: i for i, image_id in enumerate(image_ids)}
+        category_index = {category_id: k for k, category_id in enumerate(category_ids)}
+        num_categories = len(category_ids)
+
+        self.frequency_groups = [[] for _ in FREQUENCY_GROUPS]
+        for k, category_id in enumerate(category_ids):
+            frequency = categories[category_id].get("frequency")
+            if frequency not in FREQUENCY_GROUPS:
+                raise ValueError(
+                    f"category {category_id} has frequency {frequency!r}, not one of "
+                    f"{', '.join(FREQUENCY_GROUPS)}"
+                )
+            self.frequency_groups[FREQUENCY_GROUPS.index(frequency)].append(k)
+
+        sorted_images = [images[image_id] for image_id in image_ids]
+        self.heights = np.array([image["height"] for image in sorted_images], dtype=np.int64)
+        self.widths = np.array([image["width"] for image in sorted_images], dtype=np.int64)
+        self.negative_keys, self.not_exhaustive_keys = (
+            np.unique(
+                np.array(
+                    [
+                        i * num_categories + category_index[c]
+                        for i, image in enumerate(sorted_images)
+                        for c in image.get(field, ())
+                        if c in category_index
+                    ],
+                    dtype=np.int64,
+                )
+            )
+            for field in ("neg_category_ids", "not_exhaustive_category_ids")
+        )
+
+        annotations = [
+            ann
+            for ann in dataset["annotations"]
+            if ann["image_id"] in image_index
+            and ann["category_id"] in category_index
+            and 0 < ann["area"] < float("inf")
+        ]
+        image = np.array([image_index[ann["image_id"]] for ann in annotations], dtype=np.int64)
+        by_image = np.argsort(image, kind="stable")
+        self.annotations = [annotations[g] for g in by_image.tolist()]
+        self.image = image[by_image]
+        self.category = np.array(
+            [category_index[ann["category_id"]] for ann in self.annotations], dtype=np.int64
+        )
+        self.keys = self.image * num_categories + self.category
+        self.area = np.array([ann["area"] for ann in self.annotations], dtype=np.float64)
+        self.ignore = np.array([bool(ann.get("ignore", 0)) for ann in self.annotations], dtype=bool)
+        self.boxes = None
+        if iou_type == "bbox":
+            boxes = [ann["bbox"] for ann in self.annotations]
+            self.boxes = np.array(boxes, dtype=np.float64).reshape(len(boxes), 4)
+
+    def rle(self, g: int) -> dict:
+        """The mask of annotation g as a compressed RLE (what lvis-api's ``ann_to_rle`` gives)."""
+        i = self.image[g]
+        return _to_rle(self.annotations[g]["segmentation"], self.heights[i], self.widths[i])
+
+
+def _to_rle(segmentation, height: int, width: int) -> dict:
+    """A polygon list, an uncompressed RLE or a compressed RLE as a compressed RLE."""
+    if isinstance(segmentation, list):  # polygons, merged into one mask
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, int(height), int(width)))
+    if isinstance(segmentation["counts"], list):  # uncompressed RLE
+        return mask_utils.frPyObjects(segmentation, int(height), int(width))
+    return segmentation
+
+
+def _number_column(results: Sequence[dict], key: str) -> np.ndarray:
+    """results[i][key] of each result: ndarray[N] float64 (a ValueError names the first bad one)."""
+    try:
+        return np.fromiter([r[key] for r in results], dtype=np.float64, count=len(results))
+    except (KeyError, TypeError, ValueError):
+        pass
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise ValueError(f"detection {i} is a {type(r).__name__}, not a dict")
+        if key not in r:
+            raise ValueError(f"detection {i} has no '{key}'")
+        try:
+            float(r[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"detection {i} has {key} {r[key]!r}, not a number") from None
+    raise ValueError(f"malformed '{key}' values")
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, results, key: str, what: str) -> np.ndarray:
+    """The index of each id in sorted_ids: ndarray[N] int64; a ValueError for an unknown id."""
+    index = np.searchsorted(sorted_ids, ids).clip(max=max(len(sorted_ids) - 1, 0))
+    known = sorted_ids[index] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        raise ValueError(
+            f"detection {i} has {key} {results[i][key]!r}, which is not one of the ground truth's "
+            f"{what}"
+        )
+    return index.astype(np.int64)
+
+
+def _bbox_iou(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """
+    IoU of paired boxes, with pycocotools' formula and rounding (so that a detection on the
+    threshold matches as in lvis-api).
+
+    Args:
+        dt_boxes, gt_boxes (ndarray[P, 4] float64): XYWH boxes, P pairs.
+    Returns:
+        ndarray[P] float64.
+    """
+    dx, dy, dw, dh = dt_boxes.T
+    gx, gy, gw, gh = gt_boxes.T
+    w = np.minimum(dw + dx, gw + gx) - np.maximum(dx, gx)
+    h = np.minimum(dh + dy, gh + gy) - np.maximum(dy, gy)
+    overlap = (w > 0) & (h > 0)
+    intersection = w * h
+    union = dw * dh + gw * gh - intersection
+    iou = np.zeros(len(dt_boxes))
+    np.divide(intersection, union, out=iou, where=overlap)
+    return iou
+
+
+class _Detections:
+    """
+    The detections that lvis-api evaluates (kept by the per-image cap and the federated filter,
+    with an area in (0, inf)), as flat arrays of D detections sorted by (image, category) pair,
+    then by decreasing score, ties in the order of the results.
+
+    Attributes:
+        keys (ndarray[D] int64): the (image, category) pair, image * K + category.
+        image, category (ndarray[D] int64): image and category indices.
+        score (ndarray[D] float64).
+        area (ndarray[D] float64): box area for box results, mask area for mask results.
+        not_exhaustive (ndarray[D] bool): the category is in the image's
+            not_exhaustive_category_ids (unmatched, the detection is ignored).
+        boxes (ndarray[D, 4] float64, XYWH): for bbox (None for segm).
+        rles (list[dict], D compressed RLEs), mask_area (ndarray[D] float64): for segm (None for
+            bbox).
+    """
+
+    def __init__(self, results: List[dict], gt: _GroundTruth, iou_type: str, max_dets: int):
+        num_results = len(results)
+        num_categories = len(gt.category_ids)
+        image_ids = _number_column(results, "image_id")
+        image = _lookup(gt.image_ids, image_ids, results, "image_id", "images")
+        category_ids = _number_column(results, "category_id")
+        category = _lookup(gt.category_ids, category_ids, results, "category_id", "categories")
+        score = _number_column(results, "score")
+        finite = np.isfinite(score)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ValueError(
+                f"detection {i} has score {results[i]['score']!r}, not a finite number"
+            )
+
+        # the top max_dets of each image by score, ties in the order of the results
+        by_score = np.argsort(-score, kind="stable")
+        by_image = by_score[np.argsort(image[by_score], kind="stable")]
+        image_start = np.searchsorted(image[by_image], image[by_image], side="left")
+        rank = np.empty(num_results, dtype=np.int64)
+        rank[by_image] = np.arange(num_results) - image_start
+        kept = rank < max_dets
+
+        # lvis-api reads boxes (and box areas) if its first kept result has a "bbox", else masks;
+        # its first kept result is the first result, or the top-scored result of the first
+        # result's image when that image's results were capped (and so re-sorted)
+        box_results = True
+        if num_results:
+            first = 0
+            if np.count_nonzero(image == image[0]) > max_dets:
+                first = int(by_image[np.searchsorted(image[by_image], image[0])])
+            box_results = "bbox" in results[first]
+            if not box_results and "segmentation" not in results[first]:
+                raise ValueError(f"detection {first} has neither a 'bbox' nor a 'segmentation'")
+
+        # the federated filter: a category counts in an image if verified present or absent
+        keys = image * num_categories + category
+        verified = np.union1d(gt.keys, gt.negative_keys)
+        selected = np.flatnonzero(kept & _isin_sorted(keys, verified))
+        order = selected[np.argsort(-score[selected], kind="stable")]
+        order = order[np.argsort(keys[order], kind="stable")]
+        picked = [results[i] for i in order.tolist()]
+
+        boxes, rles, mask_area = None, None, None
+        if box_results:
+            boxes = self._boxes(picked, order)
+            area = boxes[:, 2] * boxes[:, 3]
+        if iou_type == "segm" or not box_results:
+            rles, mask_area = self._masks(picked, order, image[order], gt, boxes)
+        if not box_results:
+            area = mask_area
+            if iou_type == "bbox":
+                boxes = self._boxes_of_masks(picked, rles)
+        evaluated = (area > 0) & (area < np.inf)
+
+        order = order[evaluated]
+        self.keys = keys[order]
+        self.image = image[order]
+        self.category = category[order]
+        self.score = score[order]
+        self.area = area[evaluated]
+        self.not_exhaustive = _isin_sorted(self.keys, gt.not_exhaustive_keys)
+        self.boxes = boxes[evaluated] if iou_type == "bbox" else None
+        self.rles, self.mask_area = None, None
+        if iou_type == "segm":
+            self.rles = [rle for rle, e in zip(rles, evaluated.tolist()) if e]
+            self.mask_area = mask_area[evaluated]
+
+    @staticmethod
+    def _boxes(picked: List[dict], order: np.ndarray) -> np.ndarray:
+        """The "bbox" of each picked result: ndarray[len(picked), 4] float64."""
+        try:
+            boxes = [r["bbox"] for r in picked]
+            if all(len(box) == 4 for box in boxes):
+                flat = np.fromiter(itertools.chain.from_iterable(boxes), np.float64, 4 * len(boxes))
+                return flat.reshape(len(boxes), 4)
+        except (KeyError, TypeError, ValueError):
+            pass
+        for r, i in zip(picked, order.tolist()):
+            try:
+                np.array(r["bbox"], dtype=np.float64).reshape(4)
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"detection {i} has no 'bbox' of 4 numbers") from None
+        raise ValueError("malformed 'bbox' values")
+
+    @staticmethod
+    def _masks(picked, order, image, gt, boxes):
+        """
+        The mask of each picked result and its area.
+
+        Args:
+            image (ndarray[N] int64): the image index of each picked result.
+            boxes (ndarray[N, 4] or None): their boxes, for box results (whose mask, without a
+                "segmentation", is the box as a polygon, as in lvis-api).
+        Returns:
+            list[dict]: N compressed RLEs.
+            ndarray[N] float64: their areas.
+        """
+        if boxes is None:  # compressed RLEs, what detectron2 writes and lvis-api reads
+            rles = [r.get("segmentation") for r in picked]
+            try:
+                return rles, mask_utils.area(rles).astype(np.float64).reshape(len(rles))
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                pass  # polygons or uncompressed RLEs among them, or a malformed one
+        rles = []
+        for j, (r, i) in enumerate(zip(picked, order.tolist())):
+            segmentation = r.get("segmentation")
+            if segmentation is None and boxes is not None:
+                x1, y1, w, h = boxes[j].tolist()
+                x2, y2 = x1 + w, y1 + h
+                segmentation = [[x1, y1, x1, y2, x2, y2, x2, y1]]
+            if segmentation is None:
+                raise ValueError(f"detection {i} has no 'segmentation'")
+            try:
+                rles.append(_to_rle(segmentation, gt.heights[image[j]], gt.widths[image[j]]))
+                mask_utils.area(rles[-1:])
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                raise ValueError(f"detection {i} has a malformed 'segmentation'") from None
+        area = mask_utils.area(rles).astype(np.float64) if rles else np.zeros(0)
+        return rles, area
+
+    @staticmethod
+    def _boxes_of_masks(picked: List[dict], rles: List[dict]) -> np.ndarray:
+        """Mask results' boxes: their "bbox", else their mask's: ndarray[N, 4] float64."""
+        boxes = np.array(mask_utils.toBbox(rles) if rles else np.zeros((0, 4)), dtype=np.float64)
+        for j, r in enumerate(picked):
+            if "bbox" in r:
+                boxes[j] = r["bbox"]
+        return boxes.reshape(len(picked), 4)
+
+
+def _isin_sorted(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """values[i] in sorted_unique, for int64 arrays: ndarray[len(values)] bool."""
+    if len(sorted_unique) == 0:
+        return np.zeros(len(values), dtype=bool)
+    index = np.searchsorted(sorted_unique, values).clip(max=len(sorted_unique) - 1)
+    return sorted_unique[index] == values
+
+
+def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
+    """
+    The (detection, ground truth) pairs of the same image and category whose IoU reaches the
+    lowest IoU threshold (0.5): the only pairs that can match.
+
+    Returns:
+        pair_dt, pair_gt (ndarray[P] int64): detection and ground truth indices, grouped by
+            detection in dt's order, the ground truth of a detection in file order.
+        pair_iou (ndarray[P] float64): their IoU, as pycocotools computes it for lvis-api.
+    """
+    gt_order = np.argsort(gt.keys, kind="stable")  # by (image, category), then file order
+    gt_keys = gt.keys[gt_order]
+    start = np.searchsorted(gt_keys, dt.keys, side="left")
+    count = np.searchsorted(gt_keys, dt.keys, side="right") - start
+    with_gt = np.flatnonzero(count)
+    lowest = _MATCH_THRESHOLDS[0]
+    if iou_type == "bbox":  # all pairs, in parts of about _MAX_ARRAY_SIZE / 8 pairs
+        part_size = _MAX_ARRAY_SIZE // 8
+        pair_end = np.cumsum(count[with_gt])
+        total = int(pair_end[-1]) if len(pair_end) else 0
+        parts = np.split(with_gt, np.searchsorted(pair_end, np.arange(part_size, total, part_size)))
+        candidates = []
+        for dets in parts:
+            pair_count = count[dets]
+            pair_dt = np.repeat(dets, pair_count)
+            first_pair = np.repeat(np.cumsum(pair_count) - pair_count, pair_count)
+            pair_gt = gt_order[start[pair_dt] + np.arange(len(pair_dt)) - first_pair]
+            pair_iou = _bbox_iou(dt.boxes[pair_dt], gt.boxes[pair_gt])
+            candidate = pair_iou >= lowest
+            candidates.append((pair_dt[candidate], pair_gt[candidate], pair_iou[candidate]))
+        return tuple(np.concatenate(column) for column in zip(*candidates))
+
+    # masks: one pycocotools call per (image, category) pair, on the detections that can reach
+    # IoU 0.5 with one of its ground truth (IoU <= min(area) / max(area))
+    gt_rles, gt_mask_area = {}, np.zeros(len(gt.keys))
+    needed = np.unique(
+        np.concatenate([gt_order[b : b + n] for b, n in zip(start[with_gt], count[with_gt])])
+        if len(with_gt)
+        else np.zeros(0, dtype=np.int64)
+    )
+    for g in needed.tolist():
+        gt_rles[g] = gt.rle(g)
+    if len(needed):
+        gt_mask_area[needed] = mask_utils.area([gt_rles[g] for g in needed.tolist()])
+    runs = np.flatnonzero(np.diff(dt.keys[with_gt], prepend=-1)) if len(with_gt) else []
+    run_bounds = np.append(runs, len(with_gt))
+    pair_dt, pair_gt, pair_iou = [], [], []
+    for first, stop in zip(run_bounds[:-1].tolist(), run_bounds[1:].tolist()):
+        dets = with_gt[first:stop]
+        g = gt_order[start[dets[0]] : start[dets[0]] + count[dets[0]]]
+        dt_area = dt.mask_area[dets, None]
+        comparable = 2 * np.minimum(dt_area, gt_mask_area[g]) >= np.maximum(
+            dt_area, gt_mask_area[g]
+        )
+        dets = dets[comparable.any(axis=1)]
+        if len(dets) == 0:
+            continue
+        ious = mask_utils.iou(
+            [dt.rles[d] for d in dets.tolist()], [gt_rles[j] for j in g.tolist()], [0] * len(g)
+        )
+        rows, cols = np.nonzero(ious >= lowest)  # row-major: by detection, then file order
+        pair_dt.append(dets[rows])
+        pair_gt.append(g[cols])
+        pair_iou.append(ious[rows, cols])
+    if not pair_dt:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(pair_dt), np.concatenate(pair_gt), np.concatenate(pair_iou)
+
+
+def _outside(area: np.ndarray) -> np.ndarray:
+    """area outside each area range: ndarray[A, len(area)] bool."""
+    bounds = np.array(list(AREA_RANGES.values()), dtype=np.float64)
+    return (area[None, :] < bounds[:, :1]) | (area[None, :] > bounds[:, 1:])
+
+
+def _match(dt: _Detections, gt: _GroundTruth, pair_dt, pair_gt, pair_iou):
+    """
+    lvis-api's greedy matching (``evaluate_img``), for every (image, category) pair, area range
+    and IoU threshold at once: in decreasing score order, each detection takes the free ground
+    truth of its pair with the highest IoU >= the threshold, preferring ground truth that is not
+    ignored in the area range, ties going to the later one in file order.
+
+    Args:
+        pair_dt, pair_gt, pair_iou: the candidate pairs of :func:`_candidate_pairs`.
+    Returns:
+        dets (ndarray[M] int64): the detections that have candidate pairs.
+        matched (ndarray[A, T, M] bool): whether they are matched.
+        matched_ignored (ndarray[A, T, M] bool): whether to ground truth ignored in the area range.
+    """
+    num_areas, num_thresholds = len(AREA_RANGES), len(_MATCH_THRESHOLDS)
+    gt_ignored = gt.ignore[None, :] | _outside(gt.area)  # [A, G]
+    dets, pair_slot = np.unique(pair_dt, return_inverse=True)
+    matched = np.zeros((num_areas, num_thresholds, len(dets)), dtype=bool)
+    matched_ignored = np.zeros_like(matched)
+    taken = np.zeros((num_areas, num_thresholds, len(gt.keys)), dtype=bool)
+    if len(dets) == 0:
+        return dets, matched, matched_ignored
+
+    # a detection's rank in its (image, category) pair: pairs of the same rank never compete
+    rank = np.arange(len(dt.keys)) - np.searchsorted(dt.keys, dt.keys, side="left")
+    pair_rank = rank[pair_dt]
+    by_rank = np.argsort(pair_rank, kind="stable")  # keeps the grouping by detection
+    rank_bounds = np.searchsorted(pair_rank[by_rank], np.arange(pair_rank.max() + 2))
+    thresholds = _MATCH_THRESHOLDS[None, :, None]
+    for begin, end in zip(rank_bounds[:-1].tolist(), rank_bounds[1:].tolist()):
+        if begin == end:
+            continue
+        p = by_rank[begin:end]
+        p_gt, p_iou, p_slot = pair_gt[p], pair_iou[p], pair_slot[p]
+        det_start = np.flatnonzero(np.diff(p_slot, prepend=-1))
+        det_of_pair = np.cumsum(np.diff(p_slot, prepend=-1) != 0) - 1
+        free = ~taken[:, :, p_gt] & (p_iou >= thresholds)  # [A, T, P]
+        # 2: not ignored, 1: ignored in the area range, 0: not a candidate
+        preference = np.where(free, 2 - gt_ignored[:, None, p_gt], 0)
+        best = np.maximum.reduceat(preference, det_start, axis=2)
+        free &= preference == best[:, :, det_of_pair]
+        best_iou = np.maximum.reduceat(np.where(free, p_iou, -1.0), det_start, axis=2)
+        free &= p_iou == best_iou[:, :, det_of_pair]
+        last = np.where(free, np.arange(len(p)), -1)
+        chosen = np.maximum.reduceat(last, det_start, axis=2)  # [A, T, detections of rank]
+        a, t, d = np.nonzero(chosen >= 0)
+        g = p_gt[chosen[a, t, d]]
+        taken[a, t, g] = True
+        slot = p_slot[det_start[d]]
+        matched[a, t, slot] = True
+        matched_ignored[a, t, slot] = gt_ignored[a, g]
+    return dets, matched, matched_ignored
+
+
+def _recall_cutoffs(num_gt: np.ndarray) -> np.ndarray:
+    """
+    For n ground truth, the number of true positives m whose recall m / n (rounded as lvis-api
+    computes it) is below each recall threshold.
+
+    Args:
+        num_gt (ndarray[S] int64): n > 0 of S categories.
+    Returns:
+        ndarray[S, R] int64.
+    """
+    cutoffs = np.zeros((len(num_gt), len(RECALL_THRESHOLDS)), dtype=np.int64)
+    for n in np.unique(num_gt).tolist():
+        recall = np.arange(n + 1, dtype=np.float64) / n
+        cutoffs[num_gt == n] = np.searchsorted(recall, RECALL_THRESHOLDS, side="left")
+    return cutoffs
+
+
+def _accumulate(dt: _Detections, gt: _GroundTruth, dets, matched, matched_ignored):
+    """
+    lvis-api's ``accumulate``: per category, area range and IoU threshold, the detections of all
+    images in decreasing score order (ties: by image, then in their pair's order); cumulated true
+    and false positives; precision interpolated (the maximum at any higher recall) at the 101
+    recall thresholds. All categories (and as many IoU thresholds as memory allows) of an area
+    range at once, over the N detections of the categories with ground truth laid end to end,
+    category after category.
+
+    Args:
+        dets, matched, matched_ignored: the output of :func:`_match`.
+    Returns:
+        precision (ndarray[T, R, K, A]): -1 where the category has no ground truth in the area
+            range (not ignored), 0 at recalls never reached.
+        recall (ndarray[T, K, A]): the recall of all detections, -1 likewise.
+    """
+    num_categories = len(gt.category_ids)
+    num_areas, num_thresholds = len(AREA_RANGES), len(_MATCH_THRESHOLDS)
+    precision = -np.ones((num_thresholds, len(RECALL_THRESHOLDS), num_categories, num_areas))
+    recall = -np.ones((num_thresholds, num_categories, num_areas))
+
+    # the detections in accumulation order, without those of categories without ground truth
+    with_gt = np.bincount(gt.category, minlength=num_categories) > 0
+    by_score = np.argsort(-dt.score, kind="stable")
+    by_score = by_score[with_gt[dt.category[by_score]]]
+    order = by_score[np.argsort(dt.category[by_score], kind="stable")]  # [N]
+    category = dt.category[order]
+    category_bounds = np.searchsorted(category, np.arange(num_categories + 1))
+    num_dets = np.diff(category_bounds)  # [K]
+    first_of_category = category_bounds[category]  # [N]
+    slot = np.full(len(dt.keys), -1)
+    slot[dets] = np.arange(len(dets))
+    order_slot = slot[order]
+    has_slot = np.flatnonzero(order_slot >= 0)  # the detections in order that have a match slot
+    order_slot = order_slot[has_slot]
+
+    gt_ignored = gt.ignore[None, :] | _outside(gt.area)  # [A, G]
+    unmatched_ignored = _outside(dt.area[order]) | dt.not_exhaustive[None, order]  # [A, N]
+    thresholds_at_once = int(np.clip(_MAX_ARRAY_SIZE // max(len(order), 1), 1, num_thresholds))
+    for a in range(num_areas):
+        num_gt = np.bincount(gt.category[~gt_ignored[a]], minlength=num_categories)
+        evaluated = np.flatnonzero(num_gt > 0)
+        recall[:, evaluated, a] = 0.0  # the values without detections
+        precision[:, :, evaluated, a] = 0.0
+        evaluated = evaluated[num_dets[evaluated] > 0]
+        if len(evaluated) == 0:
+            continue
+        for first in range(0, num_thresholds, thresholds_at_once):
+            t = slice(first, first + thresholds_at_once)
+            is_matched = np.zeros((len(range(num_thresholds)[t]), len(order)), dtype=bool)
+            is_matched[:, has_slot] = matched[a, t][:, order_slot]
+            ignored = ~is_matched & unmatched_ignored[a]
+            ignored[:, has_slot] |= matched_ignored[a, t][:, order_slot]
+            recall[t, evaluated, a], precision[t, :, evaluated, a] = _precision_recall(
+                is_matched & ~ignored,
+                ~(is_matched | ignored),
+                first_of_category,
+                category_bounds[evaluated],
+                category_bounds[evaluated + 1],
+                num_gt[evaluated],
+            )
+    return precision, recall
+
+
+def _precision_recall(true_positive, false_positive, first_of_category, seg_start, seg_end, num_gt):
+    """
+    Recall and interpolated precision of S categories ("segments" of the detections in
+    accumulation order) at T' IoU thresholds.
+
+    Args:
+        true_positive, false_positive (ndarray[T', N] bool): the detections counted as such.
+        first_of_category (ndarray[N] int64): where the category of each detection starts.
+        seg_start, seg_end (ndarray[S] int64): where each category's detections start and end.
+        num_gt (ndarray[S] int64): each category's ground truth (> 0).
+    Returns:
+        recall (ndarray[T', S]), precision (ndarray[T', R, S]).
+    """
+    num_rows, num_dets = true_positive.shape
+    # the counts within each category: cumulated sums minus their value before the category
+    tp_sum = np.cumsum(true_positive, axis=1, dtype=np.int32)
+    fp_sum = np.cumsum(false_positive, axis=1, dtype=np.int32)
+    zero = np.zeros((num_rows, 1), dtype=np.int32)
+    tp_before = np.concatenate([zero, tp_sum], axis=1)  # [T', N + 1]: before each detection
+    fp_before = np.concatenate([zero, fp_sum], axis=1)
+    tp = (tp_sum - tp_before[:, first_of_category]).astype(np.float64)
+    fp = (fp_sum - fp_before[:, first_of_category]).astype(np.float64)
+    tp_before = tp_before[:, seg_start]  # [T', S]: in the row, before each category
+    recall = tp[:, seg_end - 1] / num_gt
+    pr = tp / (fp + tp + np.spacing(1))
+
+    # the first detection of each category where the recall reaches each recall threshold:
+    # where the true-positive count reaches the cutoff c of that threshold, i.e. the c-th true
+    # positive of the category (its first detection for c = 0; none past its last)
+    cutoffs = _recall_cutoffs(num_gt)[None]  # [1, S, R]
+    row, tp_position = np.nonzero(true_positive)
+    tp_offset = np.searchsorted(row, np.arange(num_rows))[:, None] + tp_before  # [T', S]
+    nth = np.minimum(tp_offset[:, :, None] + cutoffs - 1, max(len(tp_position) - 1, 0))
+    position = np.where(
+        cutoffs == 0,
+        seg_start[None, :, None],
+        np.where(
+            cutoffs <= tp[:, seg_end - 1][:, :, None],
+            tp_position[nth] if len(tp_position) else 0,
+            seg_end[None, :, None],
+        ),
+    )  # [T', S, R]
+    # the interpolated precision there: the maximum precision from there to the category's end,
+    # as the maxima of the blocks between consecutive positions (rows laid end to end, each with
+    # a -inf after it)
+    row_start = np.arange(num_rows)[:, None, None] * (num_dets + 1)
+    ends = np.broadcast_to(seg_end[None, :, None], position.shape[:2] + (1,))
+    starts = np.concatenate([position, ends], axis=2) + row_start
+    flat_pr = np.concatenate([pr, np.full((num_rows, 1), -np.inf)], axis=1).reshape(-1)
+    block = np.maximum.reduceat(flat_pr, starts.reshape(-1)).reshape(starts.shape)
+    block = np.where(starts[..., 1:] > starts[..., :-1], block[..., :-1], -np.inf)
+    interpolated = np.maximum.accumulate(block[..., ::-1], axis=2)[..., ::-1]
+    precision = np.where(position < ends, interpolated, 0.0)  # 0 where never reached
+    return recall, precision.transpose(0, 2, 1)
+
+
+def _summarize(precision, recall, gt: _GroundTruth, max_dets: int) -> Dict[str, float]:
+    """
+    lvis-api's ``summarize``: means of the valid (> -1) entries of precision [T, R, K, A] and
+    recall [T, K, A], -1 if there is none.
+    """
+
+    def mean(values: np.ndarray, valid: np.ndarray) -> float:
+        values = values[valid]
+        return float(np.mean(values)) if values.size else -1.0
+
+    area = {name: [a] for a, name in enumerate(AREA_RANGES)}
+    at_iou = {iou: np.where(iou == IOU_THRESHOLDS)[0] for iou in (0.5, 0.75)}
+    valid_precision, valid_recall = precision > -1, recall > -1
+    metrics = {}
+    for name, iou, area_name in [
+        ("AP", None, "all"),
+        ("AP50", 0.5, "all"),
+        ("AP75", 0.75, "all"),
+        ("APs", None, "small"),
+        ("APm", None, "medium"),
+        ("APl", None, "large"),
+    ]:
+        thresholds = slice(None) if iou is None else at_iou[iou]
+        index = (thresholds, slice(None), slice(None), area[area_name])
+        metrics[name] = mean(precision[index], valid_precision[index])
+    for name, categories in zip(FREQUENCY_GROUPS, gt.frequency_groups):
+        index = (slice(None), slice(None), categories, area["all"])
+        metrics[f"AP{name}"] = mean(precision[index], valid_precision[index])
+    for name, suffix in (("all", ""), ("small", "s"), ("medium", "m"), ("large", "l")):
+        index = (slice(None), slice(None), area[name])
+        metrics[f"AR{suffix}@{max_dets}"] = mean(recall[index], valid_recall[index])
+    return metrics
+
+
+@contextlib.contextmanager
+def _garbage_collection_paused():
+    """
+    Pauses Python's cyclic garbage collector: the evaluation makes and drops many small
+    containers, and each collection would walk the whole heap, results included, again.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_json(path: str):
+    with open(path, "r") as f:
+        return json.load(f)
+
+
+def evaluate_lvis(
+    lvis_gt: Union[str, dict, "lvis.LVIS"],  # noqa: F821
+    results: Union[str, List[dict]],
+    iou_type: str,
+    max_dets: int = 300,
+) -> Dict[str, float]:
+    """
+    LVIS AP and AR of detection or instance segmentation results: the metrics of lvis-api's
+    ``LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets), iou_type).run()``.
+
+    Args:
+        lvis_gt: the ground truth: an ``lvis.LVIS``, an LVIS-format dict or a JSON file path.
+            Not modified.
+        results: a list of LVIS / COCO result dicts {"image_id", "category_id", "score", "bbox"
+            (XYWH) and / or "segmentation" (compressed RLE)}, or a JSON file of such a list. Not
+            modified.
+        iou_type: "bbox" or "segm".
+        max_dets: the detections evaluated per image (its top-scored ones).
+
+    Returns:
+        dict: metric name -> value (0-1 scale, -1 where undefined), lvis-api's names: AP, AP50,
+        AP75, APs, APm, APl, APr, APc, APf, AR@{max_dets}, ARs@{max_dets}, ARm@{max_dets},
+        ARl@{max_dets}.
+
+    Raises:
+        ValueError: for an unknown iou_type, a bad max_dets, or results that do not fit the ground
+            truth: an unknown image or category id, a score that is not a finite number, a
+            missing or malformed field. The message is one line and names the detection (its
+            index in the results) and the problem.
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {', '.join(IOU_TYPES)}, not {iou_type!r}")
+    if isinstance(max_dets, bool) or not isinstance(max_dets, (int, np.integer)) or max_dets < 1:
+        raise ValueError(f"max_dets must be a positive integer, not {max_dets!r}")
+    max_dets = int(max_dets)
+    with _garbage_collection_paused():
+        if isinstance(lvis_gt, str):
+            dataset = _load_json(lvis_gt)
+        elif isinstance(lvis_gt, dict):
+            dataset = lvis_gt
+        else:  # lvis.LVIS
+            dataset = lvis_gt.dataset
+        if isinstance(results, str):
+            results = _load_json(results)
+        if not isinstance(results, list):
+            raise ValueError(f"results must be a list of dicts, not a {type(results).__name__}")
+
+        gt = _GroundTruth(dataset, iou_type)
+        dt = _Detections(results, gt, iou_type, max_dets)
+        pairs = _candidate_pairs(dt, gt, iou_type)
+        precision, recall = _accumulate(dt, gt, *_match(dt, gt, *pairs))
+        return _summarize(precision, recall, gt, max_dets)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="LVIS AP / AR of a results file, as lvis-api computes them; printed as one "
+        "JSON object (lvis-api's metric names, 0-1 scale)."
+    )
+    parser.add_argument("--gt", required=True, help="LVIS-format ground truth JSON file")
+    parser.add_argument("--dt", required=True, help="results JSON file: a list of detections")
+    parser.add_argument("--iou-type", choices=IOU_TYPES, default="bbox")
+    parser.add_argument("--max-dets", type=int, default=300, help="detections per image")
+    args = parser.parse_args(argv)
+    try:
+        metrics = evaluate_lvis(args.gt, args.dt, args.iou_type, max_dets=args.max_dets)
+    except (OSError, ValueError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError) as e:  # a ground truth without a required field
+        print(
+            f"error: malformed ground truth or results ({type(e).__name__}: {e})", file=sys.stderr
+        )
+        return 1
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,501 @@
+"""
+disalign.evaluation.fast_lvis against lvis-api itself (LVISResults + LVISEval): random LVIS-like
+cases and hand-made ones, every metric equal within 1e-6; its command line and its errors; the
+detectron2 evaluator built on it against detectron2's own LVISEvaluator.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import LVISEvaluator
+from detectron2.structures import Boxes, Instances
+from lvis import LVIS, LVISEval, LVISResults
+
+import disalign
+from disalign.evaluation import FastLVISEvaluator, build_evaluator, fast_lvis
+from disalign.evaluation.fast_lvis import evaluate_lvis, lvis_metric_names, main
+
+TOLERANCE = 1e-6
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lvis_api_metrics(gt_path, results, iou_type, max_dets=300):
+    """lvis-api's metrics: LVISResults (with its max_dets cap), LVISEval.run()."""
+    lvis_gt = LVIS(gt_path)
+    lvis_results = LVISResults(lvis_gt, copy.deepcopy(results), max_dets=max_dets)
+    lvis_eval = LVISEval(lvis_gt, lvis_results, iou_type)
+    lvis_eval.params.max_dets = max_dets  # only names the AR metrics
+    lvis_eval.run()
+    return {name: float(value) for name, value in lvis_eval.get_results().items()}
+
+
+def write_json(path, content):
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def assert_same_as_lvis_api(tmp_path, gt, results, iou_type, max_dets=300):
+    gt_path = write_json(tmp_path / "gt.json", gt)
+    expected = lvis_api_metrics(gt_path, results, iou_type, max_dets)
+    untouched = copy.deepcopy(results)
+    actual = evaluate_lvis(LVIS(gt_path), results, iou_type, max_dets=max_dets)
+    assert results == untouched
+    assert list(actual) == list(expected) == lvis_metric_names(max_dets)
+    for name in expected:
+        assert abs(actual[name] - expected[name]) <= TOLERANCE, (name, actual, expected)
+    return actual
+
+
+# ---------------------------------------------------------------------------------------------
+# random cases
+
+
+def _star_polygon(rng, box):
+    """A polygon (flat x, y list) inside box (XYWH)."""
+    x, y, w, h = box
+    n = int(rng.integers(3, 9))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(0.5, 1.0, n)
+    xs = x + w / 2 * (1 + radii * np.cos(angles))
+    ys = y + h / 2 * (1 + radii * np.sin(angles))
+    return np.round(np.stack([xs, ys], axis=1).reshape(-1), 1).tolist()
+
+
+def _random_box(rng, width, height, integer):
+    side = rng.choice([rng.uniform(2, 30), rng.uniform(33, 95), rng.uniform(97, 190)])
+    w = min(side * np.exp(rng.uniform(-0.4, 0.4)), width - 1)
+    h = min(side * side / max(w, 1), height - 1)
+    box = [rng.uniform(0, width - w), rng.uniform(0, height - h), w, h]
+    return [float(round(v)) if integer else float(v) for v in box]
+
+
+def _jitter(rng, box, width, height):
+    x, y, w, h = box
+    scale = rng.choice([0.0, 0.05, 0.2, 0.5])
+    x1, y1 = x + rng.normal(0, scale * w + 1e-9), y + rng.normal(0, scale * h + 1e-9)
+    x2, y2 = x + w + rng.normal(0, scale * w + 1e-9), y + h + rng.normal(0, scale * h + 1e-9)
+    x1, y1 = float(np.clip(x1, 0, width - 2)), float(np.clip(y1, 0, height - 2))
+    return [x1, y1, float(np.clip(x2, x1 + 1, width)) - x1, float(np.clip(y2, y1 + 1, height)) - y1]
+
+
+def random_case(seed):
+    """
+    An LVIS-like ground truth (5-30 images, 3-20 categories, polygons) and detections on it.
+
+    Returns:
+        gt (dict), bbox_results (list[dict]), segm_results (list[dict]), max_dets (int).
+    """
+    rng = np.random.default_rng(seed)
+    num_images, num_categories = int(rng.integers(5, 31)), int(rng.integers(3, 21))
+    frequency = rng.choice(["r", "c", "f"], num_categories)
+    if rng.random() < 0.3:  # a frequency group without categories
+        frequency[frequency == rng.choice(["r", "c", "f"])] = rng.choice(["r", "c", "f"])
+    category_ids = np.sort(rng.choice(np.arange(1, 5 * num_categories), num_categories, False))
+    categories = [
+        {"id": int(c), "name": f"c{c}", "frequency": str(f)}
+        for c, f in zip(category_ids, frequency)
+    ]
+    images, annotations, bbox_results, segm_results = [], [], [], []
+    for i in range(num_images):
+        image_id = int(10 * i + rng.integers(1, 10))
+        width, height = (int(v) for v in rng.integers(40, 200, 2))
+        integer = rng.random() < 0.5  # integer boxes: IoUs exactly at the thresholds occur
+        present = rng.choice(category_ids, int(rng.integers(0, 4)))
+        objects = []
+        for category_id in rng.choice(present, int(rng.integers(0, 7))) if len(present) else []:
+            box = _random_box(rng, width, height, integer)
+            polygon = _star_polygon(rng, box) if rng.random() < 0.7 else None
+            if polygon is None:  # a rectangle
+                x, y, w, h = box
+                polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
+            area = float(mask_utils.area(mask_utils.frPyObjects([polygon], height, width))[0])
+            annotation = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(category_id),
+                "bbox": box,
+                "area": area if rng.random() > 0.03 else 0.0,  # area 0: not evaluated
+                "segmentation": [polygon],
+            }
+            if rng.random() < 0.05:
+                annotation["ignore"] = 1
+            annotations.append(annotation)
+            objects.append((int(category_id), box, polygon))
+        present = sorted({c for c, _, _ in objects})
+        absent = [int(c) for c in category_ids if c not in present]
+        negative = rng.choice(absent, min(len(absent), int(rng.integers(0, 4))), False)
+        not_exhaustive = [c for c in present if rng.random() < 0.3]
+        if absent and rng.random() < 0.2:  # listed, though without ground truth in the image
+            not_exhaustive.append(int(rng.choice(absent)))
+        images.append(
+            {
+                "id": image_id,
+                "width": width,
+                "height": height,
+                "neg_category_ids": sorted(int(c) for c in negative),
+                "not_exhaustive_category_ids": sorted(not_exhaustive),
+            }
+        )
+        for _ in range(int(rng.integers(0, 25))):
+            if objects and rng.random() < 0.6:  # near an object: its polygon, moved with the box
+                category_id, box, polygon = objects[int(rng.integers(len(objects)))]
+                x, y, w, h = box
+                box = _jitter(rng, box, width, height)
+                xs = box[0] + (np.array(polygon[0::2]) - x) * box[2] / max(w, 1e-6)
+                ys = box[1] + (np.array(polygon[1::2]) - y) * box[3] / max(h, 1e-6)
+                polygon = np.stack([xs, ys], axis=1).reshape(-1).tolist()
+                if rng.random() < 0.2:
+                    category_id = int(rng.choice(category_ids))
+            else:
+                category_id = int(rng.choice(category_ids))
+                box = _random_box(rng, width, height, integer)
+                polygon = _star_polygon(rng, box)
+            if rng.random() < 0.02:
+                box[2] = 0.0  # an empty box: area 0, not evaluated
+                polygon = [box[0], box[1], box[0] + 1, box[1], box[0] + 1, box[1] + 1]
+            score = float(rng.random())
+            if rng.random() < 0.3:
+                score = round(score, 1)  # ties
+            rle = mask_utils.frPyObjects([polygon], height, width)[0]
+            rle["counts"] = rle["counts"].decode("utf-8")
+            detection = {"image_id": image_id, "category_id": category_id, "score": score}
+            bbox_results.append(dict(detection, bbox=box))
+            segm_results.append(dict(detection, segmentation=rle))
+    if not bbox_results:  # lvis-api fails without results
+        detection = {"image_id": images[0]["id"], "category_id": int(category_ids[0]), "score": 1}
+        bbox_results.append(dict(detection, bbox=[0.0, 0.0, 10.0, 10.0]))
+        rle = mask_utils.frPyObjects([[0, 0, 10, 0, 10, 10, 0, 10]], 40, 40)[0]
+        segm_results.append(dict(detection, segmentation=rle))
+    if rng.random() < 0.3:  # mask results with boxes: lvis-api takes the box areas then
+        segm_results = [dict(s, bbox=b["bbox"]) for s, b in zip(segm_results, bbox_results)]
+    gt = {"images": images, "annotations": annotations, "categories": categories}
+    return gt, bbox_results, segm_results, int(rng.choice([300, 300, 10, 3]))
+
+
+@pytest.mark.parametrize("seed", range(32))
+def test_random_cases_match_lvis_api(seed, tmp_path):
+    gt, bbox_results, segm_results, max_dets = random_case(seed)
+    assert_same_as_lvis_api(tmp_path, gt, bbox_results, "bbox", max_dets)
+    assert_same_as_lvis_api(tmp_path, gt, segm_results, "segm", max_dets)
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-made cases
+
+CATEGORIES = [  # no "r" category: APr is -1; category 4 has no ground truth anywhere
+    {"id": 1, "name": "one", "frequency": "f"},
+    {"id": 2, "name": "two", "frequency": "c"},
+    {"id": 3, "name": "three", "frequency": "c"},
+    {"id": 4, "name": "four", "frequency": "f"},
+]
+
+
+def _gt_object(ann_id, image_id, category_id, box, **extra):
+    x, y, w, h = box
+    polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=category_id,
+        bbox=box,
+        area=float(w * h),
+        segmentation=[polygon],
+        **extra,
+    )
+
+
+def _image(image_id, neg=(), not_exhaustive=(), size=200):
+    return {
+        "id": image_id,
+        "width": size,
+        "height": size,
+        "neg_category_ids": list(neg),
+        "not_exhaustive_category_ids": list(not_exhaustive),
+    }
+
+
+def _detections(image_id, rows, size=200):
+    """rows: (category_id, XYWH box, score) -> bbox results and segm results (box masks)."""
+    bbox_results, segm_results = [], []
+    for category_id, (x, y, w, h), score in rows:
+        detection = {"image_id": image_id, "category_id": category_id, "score": score}
+        bbox_results.append(dict(detection, bbox=[x, y, w, h]))
+        rle = mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], size, size)[0]
+        segm_results.append(dict(detection, segmentation=dict(rle, counts=rle["counts"].decode())))
+    return bbox_results, segm_results
+
+
+def _results(rows):
+    """bbox and segm results of {image id: [(category, box, score), ...]}."""
+    bbox_results, segm_results = [], []
+    for image_id, image_rows in rows.items():
+        b, s = _detections(image_id, image_rows)
+        bbox_results += b
+        segm_results += s
+    return bbox_results, segm_results
+
+
+def federated_case():
+    """
+    Image 1: objects of categories 1 (small, medium, large) and 2; category 3 negative, 4 negative.
+    Image 2: category 2 present but not exhaustively annotated, category 3 present, an ignored
+    object; category 1 absent and unverified. Image 3: only negatives (1, 2).
+    """
+    images = [_image(1, neg=[3, 4]), _image(2, not_exhaustive=[2]), _image(3, neg=[1, 2])]
+    annotations = [
+        _gt_object(1, 1, 1, [10, 10, 20, 20]),  # small
+        _gt_object(2, 1, 1, [40, 40, 50, 50]),  # medium
+        _gt_object(3, 1, 1, [0, 100, 110, 99]),  # large
+        _gt_object(4, 1, 2, [150, 10, 30, 30]),
+        _gt_object(5, 2, 2, [10, 10, 40, 40]),
+        _gt_object(6, 2, 3, [0, 0, 20, 20]),
+        _gt_object(7, 2, 3, [100, 100, 60, 60], ignore=1),
+    ]
+    rows = {
+        1: [
+            (1, [10, 10, 20, 20], 0.9),  # exact
+            (1, [40, 40, 50, 25], 0.8),  # IoU exactly 0.5 with the medium object
+            (1, [0, 100, 110, 74.25], 0.8),  # IoU exactly 0.75 with the large one (same score)
+            (1, [10, 10, 20, 20], 0.7),  # duplicate: a false positive
+            (2, [150, 10, 30, 30], 0.6),
+            (3, [60, 60, 20, 20], 0.95),  # negative category: a false positive
+            (4, [60, 60, 20, 20], 0.5),  # category without ground truth: not counted
+        ],
+        2: [
+            (2, [10, 10, 40, 40], 0.5),  # matched in a not-exhaustive category: counts
+            (2, [100, 0, 40, 40], 0.99),  # unmatched there: ignored
+            (1, [0, 0, 50, 50], 0.99),  # category neither present nor negative: ignored
+            (3, [0, 0, 20, 20], 0.3),
+            (3, [100, 100, 60, 60], 0.8),  # on an ignored object: ignored
+            (3, [100, 100, 30, 30], 0.4),  # a false positive
+        ],
+        3: [(1, [5, 5, 50, 50], 0.85), (2, [5, 5, 50, 50], 0.1)],
+    }
+    bbox_results, segm_results = _results(rows)
+    gt = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    return gt, bbox_results, segm_results
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_federated_rules_match_lvis_api(iou_type, tmp_path):
+    gt, bbox_results, segm_results = federated_case()
+    results = bbox_results if iou_type == "bbox" else segm_results
+    metrics = assert_same_as_lvis_api(tmp_path, gt, results, iou_type)
+    assert metrics["APr"] == -1  # no rare category
+    for name in ("APs", "APm", "APl"):
+        assert metrics[name] > 0
+
+
+def test_ties_and_the_detection_cap_match_lvis_api(tmp_path):
+    """Equal scores across and within images, at the cut of the cap; 310 detections an image."""
+    images = [_image(1, neg=[2]), _image(2, neg=[2]), _image(3)]
+    annotations = [
+        _gt_object(1, 1, 1, [10, 10, 20, 20]),
+        _gt_object(2, 2, 1, [10, 10, 20, 20]),
+        _gt_object(3, 2, 1, [50, 50, 20, 20]),
+        _gt_object(4, 3, 3, [10, 10, 20, 20]),
+    ]
+    rows = {
+        1: [(2, [0, 0, 5, 5], 0.5), (1, [10, 10, 20, 20], 0.5), (1, [11, 10, 20, 20], 0.5)],
+        2: [(1, [50, 50, 20, 20], 0.5), (2, [0, 0, 5, 5], 0.5), (1, [10, 10, 20, 21], 0.5)],
+        3: [(3, [10, 10, 20, 20], 0.2)]
+        + [(3, [float(k % 150), 30.0, 20.0, 20.0], 0.4) for k in range(150)]
+        + [(1, [0.0, float(k % 150), 20.0, 20.0], 0.3) for k in range(160)],
+    }
+    bbox_results, segm_results = _results(rows)
+    gt = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    for max_dets in (300, 2, 1):
+        assert_same_as_lvis_api(tmp_path, gt, bbox_results, "bbox", max_dets)
+        assert_same_as_lvis_api(tmp_path, gt, segm_results, "segm", max_dets)
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_area_source_follows_the_first_kept_result(capped, tmp_path):
+    """
+    lvis-api takes box areas if its first kept result has a "bbox", else mask areas. Its first
+    kept result is the first result, unless that image's results were capped: then it is the
+    image's top-scored one. A small-mask, medium-box false positive before the true positive of a
+    small object halves its small-object AP, unless box areas count (it is then ignored there).
+    """
+    images = [_image(1, neg=[2])]
+    annotations = [_gt_object(1, 1, 1, [0, 0, 20, 20])]
+    (exact,), (exact_mask,) = _detections(1, [(1, [0, 0, 20, 20], 0.9)])
+    (_,), (small_mask,) = _detections(1, [(1, [100, 100, 20, 20], 0.95)])
+    results = [
+        dict(small_mask, category_id=2, score=0.1),  # mask only; dropped by a cap of 2
+        dict(small_mask, bbox=[100, 100, 50, 50]),
+        dict(exact_mask, bbox=exact["bbox"]),
+    ]
+    gt = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    metrics = assert_same_as_lvis_api(tmp_path, gt, results, "segm", max_dets=2 if capped else 3)
+    assert metrics["APs"] == pytest.approx(1.0 if capped else 0.5)
+
+
+def test_evaluation_in_parts_gives_the_same_numbers(monkeypatch):
+    """Large evaluations compute box IoUs in parts and accumulate a few thresholds at a time."""
+    gt, bbox_results, _, max_dets = random_case(7)
+    whole = evaluate_lvis(gt, bbox_results, "bbox", max_dets)
+    monkeypatch.setattr(fast_lvis, "_MAX_ARRAY_SIZE", 40)  # 5 pairs, 1 threshold at a time
+    assert evaluate_lvis(gt, bbox_results, "bbox", max_dets) == whole
+
+
+def test_empty_results_give_zero_ap(tmp_path):
+    gt, _, _ = federated_case()
+    metrics = evaluate_lvis(gt, [], "bbox")
+    assert metrics["AP"] == 0 and metrics["AR@300"] == 0 and metrics["APr"] == -1
+
+
+# ---------------------------------------------------------------------------------------------
+# errors and the command line
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"category_id": 999}, "detection 1 has category_id 999, which is not one of the ground"),
+        ({"image_id": 77}, "detection 1 has image_id 77, which is not one of the ground"),
+        ({"score": float("nan")}, "detection 1 has score nan, not a finite number"),
+        ({"score": float("inf")}, "detection 1 has score inf, not a finite number"),
+    ],
+)
+def test_bad_results_raise_one_line_errors(change, message):
+    gt, bbox_results, _ = federated_case()
+    bbox_results[1].update(change)
+    with pytest.raises(ValueError) as error:
+        evaluate_lvis(gt, bbox_results, "bbox")
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+def test_command_line_prints_the_metrics_and_reports_errors(tmp_path, capsys):
+    gt, bbox_results, segm_results = federated_case()
+    gt_path = write_json(tmp_path / "gt.json", gt)
+    dt_path = write_json(tmp_path / "results.json", segm_results)
+    command = [sys.executable, "-W", "ignore::FutureWarning", "-m", "disalign.evaluation.fast_lvis"]
+    command += ["--gt", gt_path, "--dt", dt_path, "--iou-type", "segm", "--max-dets", "5"]
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "projects", "DisAlign"))
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert json.loads(run.stdout) == evaluate_lvis(gt_path, dt_path, "segm", max_dets=5)
+
+    segm_results[0]["category_id"] = 12
+    write_json(tmp_path / "results.json", segm_results)
+    assert main(["--gt", gt_path, "--dt", dt_path, "--iou-type", "segm"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    message = "detection 0 has category_id 12, which is not one of the ground truth's categories"
+    assert err == f"error: {message}\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the detectron2 evaluator
+
+
+@pytest.fixture(scope="module")
+def random_lvis_dataset(tmp_path_factory):
+    """A registered LVIS-like dataset (categories 1..K, as LVIS) and its random detections."""
+    gt, bbox_results, segm_results, _ = random_case(1000)
+    remap = {c["id"]: k + 1 for k, c in enumerate(gt["categories"])}
+    for c in gt["categories"]:
+        c["id"] = remap[c["id"]]
+    for ann in gt["annotations"]:
+        ann["category_id"] = remap[ann["category_id"]]
+    for image in gt["images"]:
+        for field in ("neg_category_ids", "not_exhaustive_category_ids"):
+            image[field] = [remap[c] for c in image[field]]
+    for b, s in zip(bbox_results, segm_results):
+        b["category_id"] = s["category_id"] = remap[b["category_id"]]
+    json_file = write_json(tmp_path_factory.mktemp("fast_lvis") / "gt.json", gt)
+    name = "fast_lvis_random_val"
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(
+        json_file=json_file,
+        evaluator_type="lvis",
+        thing_classes=[c["name"] for c in gt["categories"]],
+    )
+    yield name, gt, bbox_results, segm_results
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _model_outputs(gt, bbox_results, segm_results):
+    """detectron2 model inputs / outputs (boxes, scores, classes, masks) for the detections."""
+    sizes = {image["id"]: (image["height"], image["width"]) for image in gt["images"]}
+    inputs, outputs = [], []
+    for image_id, (height, width) in sizes.items():
+        rows = [(b, s) for b, s in zip(bbox_results, segm_results) if b["image_id"] == image_id]
+        instances = Instances((height, width))
+        boxes = [[x, y, x + w, y + h] for (x, y, w, h) in (b["bbox"] for b, _ in rows)]
+        instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        instances.scores = torch.tensor([b["score"] for b, _ in rows], dtype=torch.float32)
+        instances.pred_classes = torch.tensor([b["category_id"] - 1 for b, _ in rows])
+        masks = [mask_utils.decode(s["segmentation"]) for _, s in rows]
+        instances.pred_masks = torch.tensor(
+            np.array(masks, dtype=bool).reshape(len(rows), height, width)
+        )
+        inputs.append({"image_id": image_id, "height": height, "width": width})
+        outputs.append({"instances": instances})
+    return inputs, outputs
+
+
+@pytest.mark.parametrize("max_dets_per_image", [None, 4])
+def test_detectron2_evaluator_reports_what_lvis_evaluator_does(
+    random_lvis_dataset, max_dets_per_image, tmp_path
+):
+    name, gt, bbox_results, segm_results = random_lvis_dataset
+    inputs, outputs = _model_outputs(gt, bbox_results, segm_results)
+    results = {}
+    for evaluator_class in (LVISEvaluator, FastLVISEvaluator):
+        output_dir = str(tmp_path / evaluator_class.__name__)
+        evaluator = evaluator_class(
+            name, output_dir=output_dir, max_dets_per_image=max_dets_per_image
+        )
+        evaluator.reset()
+        for image_input, image_output in zip(inputs, outputs):
+            evaluator.process([image_input], [image_output])
+        results[evaluator_class] = evaluator.evaluate()
+        assert os.path.exists(os.path.join(output_dir, "lvis_instances_results.json"))
+    expected, actual = results[LVISEvaluator], results[FastLVISEvaluator]
+    assert list(actual) == list(expected) == ["bbox", "segm"]
+    for task in expected:
+        assert list(actual[task]) == list(expected[task])
+        for metric, value in expected[task].items():
+            assert abs(actual[task][metric] - value) <= TOLERANCE, (task, metric)
+
+
+def test_detectron2_evaluator_without_detections_reports_nan(random_lvis_dataset):
+    name, gt, _, _ = random_lvis_dataset
+    image = gt["images"][0]
+    empty = Instances((image["height"], image["width"]))
+    empty.pred_boxes = Boxes(torch.zeros(0, 4))
+    empty.scores = torch.zeros(0)
+    empty.pred_classes = torch.zeros(0, dtype=torch.long)
+    evaluator = FastLVISEvaluator(name)
+    evaluator.reset()
+    evaluator.process([{"image_id": image["id"]}], [{"instances": empty}])
+    results = evaluator.evaluate()
+    assert list(results) == ["bbox"]
+    assert all(np.isnan(v) for v in results["bbox"].values())
+
+
+def test_build_evaluator_picks_the_backend(random_lvis_dataset, tmp_path):
+    name = random_lvis_dataset[0]
+    cfg = get_cfg()
+    disalign.add_disalign_config(cfg)
+    assert cfg.TEST.LVIS_EVAL_BACKEND == "fast"
+    assert type(build_evaluator(cfg, name, str(tmp_path))) is FastLVISEvaluator
+    cfg.TEST.LVIS_EVAL_BACKEND = "lvis-api"
+    assert type(build_evaluator(cfg, name, str(tmp_path))) is LVISEvaluator
+    cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"
+    with pytest.raises(ValueError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):
+        build_evaluator(cfg, name, str(tmp_path))

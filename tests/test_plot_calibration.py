@@ -1,0 +1,131 @@
+"""
+tools/plot_calibration.py: a valid PNG from a DisAlign checkpoint, and the numbers it plots are the
+model's own (alpha, beta in training-frequency order; sigma(w . x + b) of the validation proposals).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from PIL import Image
+
+from disalign.grw import training_class_counts
+
+from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+import plot_calibration  # noqa: E402
+
+NUM_IMAGES = 2
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A stage-2 miniature model with distinct alpha, beta and confidence weights, saved."""
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", "")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    alignment = model.roi_heads.box_predictor.alignment
+    with torch.no_grad():
+        alignment.alpha.copy_(torch.rand(36) + 0.5)
+        alignment.beta.copy_(torch.randn(36))
+        alignment.confidence.weight.normal_(std=0.05)
+    directory = tmp_path_factory.mktemp("model")
+    DetectionCheckpointer(model, save_dir=str(directory)).save("model_final")
+    return (
+        str(directory / "model_final.pth"),
+        alignment.alpha.detach().clone(),
+        alignment.beta.detach().clone(),
+    )
+
+
+def test_writes_a_png(checkpoint, tmp_path):
+    weights = checkpoint[0]
+    output = tmp_path / "plots" / "calibration.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "plot_calibration.py"),
+            *("--config-file", MINIATURE_DISALIGN, "--output", str(output)),
+            *("--max-images", str(NUM_IMAGES), "MODEL.WEIGHTS", weights),
+            *("OUTPUT_DIR", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote {output}: alpha and beta of 36 classes" in result.stdout
+    with open(output, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with Image.open(output) as image:
+        image.verify()
+    with Image.open(output) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert 600 <= width <= 3000 and 500 <= height <= 1500
+        # not a blank canvas: the curves and the shaded bands
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+    assert os.path.getsize(output) > 20_000
+
+
+def test_the_plotted_numbers_are_the_models(checkpoint, tmp_path):
+    weights, alpha, beta = checkpoint
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", weights)
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    predictor = model.roi_heads.box_predictor
+    features = []  # the box features the confidence layer reads, (R, D) per image
+    handle = predictor.register_forward_pre_hook(lambda m, inputs: features.append(inputs[0]))
+    data = plot_calibration.gather(cfg, model, max_images=NUM_IMAGES)
+    handle.remove()
+
+    # classes by decreasing training count, with their names, counts and LVIS frequency
+    counts = np.asarray(training_class_counts(cfg.DATASETS.TRAIN, 36, "images"))
+    order = data.order
+    assert sorted(order) == list(range(36))
+    assert np.all(np.diff(counts[order]) <= 0)
+    np.testing.assert_array_equal(data.counts, counts[order])
+    meta = MetadataCatalog.get("miniature_lvis_train")
+    assert data.class_names == [meta.thing_classes[i] for i in order]
+    with open(meta.json_file) as f:
+        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    assert data.bands == [categories[i]["frequency"] for i in order]
+    assert data.bands[0] == "f" and data.bands[-1] == "r"
+
+    # alpha and beta: the checkpoint's, in that order
+    name = "roi_heads.box_predictor.alignment"
+    assert list(data.alpha) == [name] and data.learned[name] == (True, True, True)
+    np.testing.assert_allclose(data.alpha[name], alpha.numpy()[order], rtol=1e-6)
+    np.testing.assert_allclose(data.beta[name], beta.numpy()[order], rtol=1e-6)
+
+    # sigma: one value per validation proposal, exactly sigmoid(w . x + b) of its features
+    assert data.num_images == NUM_IMAGES and data.dataset == "miniature_lvis_val"
+    assert len(features) == NUM_IMAGES
+    with torch.no_grad():
+        expected = torch.cat(
+            [torch.sigmoid(predictor.alignment.confidence(x)).flatten() for x in features]
+        )
+    assert len(data.confidence[name]) == len(expected) > 100
+    np.testing.assert_allclose(data.confidence[name], expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert data.confidence[name].std() > 0.01  # the distinct confidence weights show
+
+    # the same data, plotted in-process
+    output = tmp_path / "direct.png"
+    plot_calibration.plot(data, str(output))
+    with Image.open(output) as image:
+        assert image.format == "PNG"
+
+
+def test_a_model_without_alignment_is_refused():
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", "", "MODEL.DISALIGN.CALIBRATION", False)
+    cfg.MODEL.DISALIGN.ALIGNMENT_STAGE = False
+    with pytest.raises(ValueError, match="no DistributionAlignment"):
+        plot_calibration.gather(cfg, build_model(cfg), max_images=1)
