@@ -54,8 +54,10 @@ class Trainer(OptimizerStateMixin, DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
+        loader = self._trainer.data_loader
         if self.start_iter > 0:  # continue the data stream after the finished iterations
-            replace_data_loader(self._trainer, self.build_train_loader(self.cfg, self.start_iter))
+            loader = self.build_train_loader(self.cfg, self.start_iter)
+        replace_data_loader(self._trainer, loader)
 
     def run_step(self):
         try:

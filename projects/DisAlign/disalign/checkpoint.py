@@ -55,6 +55,13 @@ def load_pickle_safely(f: io.BufferedIOBase) -> Any:
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that refuses files which would run code, and writes atomically."""
 
+    def load(self, path: str, *args, **kwargs):
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:  # current detectron2 leaves this set when loading fails, refusing the next load
+            if getattr(self, "_parsed_url_during_load", None) is not None:
+                self._parsed_url_during_load = None
+
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
             if filename.endswith(".pkl"):

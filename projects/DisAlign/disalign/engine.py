@@ -10,8 +10,8 @@ place that absorbs the differences between detectron2 0.6 and current detectron2
 * :class:`OptimizerStateMixin` puts the optimizer's state (momentum) in the checkpoints of a
   ``DefaultTrainer``: detectron2 0.6 saves only the iteration and the hooks' state, so that a
   resumed run restarts SGD's momentum from zero (current detectron2 saves it itself).
-* :func:`replace_data_loader` swaps a trainer's data loader (detectron2 0.6 and current detectron2
-  keep its iterator differently).
+* :func:`replace_data_loader` swaps a trainer's data loader and starts its iterator before
+  training (detectron2 0.6 and current detectron2 keep the iterator differently).
 * :func:`cpu_ddp` lets detectron2's ``DefaultTrainer`` wrap a CPU model in
   ``DistributedDataParallel`` (its ``create_ddp_model`` always passes ``device_ids``, which torch
   refuses for CPU modules).
@@ -75,11 +75,16 @@ class OptimizerStateMixin:
 
 
 def replace_data_loader(simple_trainer, data_loader):
-    """Make a detectron2 ``SimpleTrainer`` read its next batches from ``data_loader``."""
+    """
+    Make a detectron2 ``SimpleTrainer`` read its next batches from ``data_loader``, through an
+    iterator made now, before training starts: making it consumes random numbers, which inside
+    an iteration would shift that iteration's draws (current detectron2 makes it lazily, at the
+    first step of the run, which is another iteration for a resumed run than for a fresh one).
+    """
     simple_trainer.data_loader = data_loader
-    if hasattr(simple_trainer, "_data_loader_iter_obj"):  # current detectron2: made lazily
-        simple_trainer._data_loader_iter_obj = None
-    else:  # detectron2 0.6: made in __init__
+    if hasattr(simple_trainer, "_data_loader_iter_obj"):  # current detectron2
+        simple_trainer._data_loader_iter_obj = iter(data_loader)
+    else:  # detectron2 0.6
         simple_trainer._data_loader_iter = iter(data_loader)
 
 
