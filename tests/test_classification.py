@@ -5,8 +5,6 @@ split-file readers, the Many / Medium / Few evaluator and a two-stage run of tra
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ from disalign import GRWCrossEntropy, InputError, grw_class_weights
 from disalign.data import load_inaturalist_json, load_split_file
 from disalign.evaluation import ClassificationEvaluator, group_accuracies, shot_group
 
-from conftest import REPO_ROOT, RecordingTrainer, load_config
+from conftest import REPO_ROOT, RecordingTrainer, load_config, ok, train_net
 
 BASELINE = os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_baseline.yaml")
 DISALIGN = os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_disalign.yaml")
@@ -145,24 +143,18 @@ def test_classifier_grw_loss_and_stage2_freezing():
 def test_train_net_two_stages(tmp_path):
     fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
 
-    def run(*args):
-        result = subprocess.run(
-            [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *args],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
+    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1"))
+    weights = tmp_path / "s1/model_final.pth"
+    ok(
+        train_net(
+            "--config-file",
+            DISALIGN,
+            *fast,
+            "MODEL.WEIGHTS",
+            weights,
+            "OUTPUT_DIR",
+            tmp_path / "s2",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    run("--config-file", BASELINE, *fast, "OUTPUT_DIR", str(tmp_path / "s1"))
-    run(
-        "--config-file",
-        DISALIGN,
-        *fast,
-        "MODEL.WEIGHTS",
-        str(tmp_path / "s1/model_final.pth"),
-        "OUTPUT_DIR",
-        str(tmp_path / "s2"),
     )
     for stage in ("s1", "s2"):
         results = json.loads((tmp_path / stage / "eval_results.json").read_text())["classification"]
@@ -181,20 +173,13 @@ def test_train_net_two_stages(tmp_path):
 def test_class_count_mismatch_of_a_classifier_checkpoint(tmp_path):
     checkpoint = tmp_path / "model.pth"
     torch.save({"model": {"cls_score.weight": torch.zeros(36, 8)}}, checkpoint)
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "train_net.py"),
-            "--config-file",
-            DISALIGN,
-            "MODEL.WEIGHTS",
-            str(checkpoint),
-            "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES",
-            "20",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    result = train_net(
+        "--config-file",
+        DISALIGN,
+        "MODEL.WEIGHTS",
+        checkpoint,
+        "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES",
+        20,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (

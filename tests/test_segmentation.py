@@ -5,8 +5,6 @@ metrics, ADE20K's Table 7 split, the alignment stage and a two-stage run of trai
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +21,7 @@ from disalign.data import build_train_loader
 from disalign.data.ade20k import ADE20K_CLASS_GROUPS, ADE20K_PIXEL_RATIOS
 from disalign.evaluation import group_segmentation_metrics, pixel_ratio_group
 
-from conftest import REPO_ROOT, RecordingTrainer, load_config
+from conftest import REPO_ROOT, RecordingTrainer, load_config, ok, train_net
 
 BASELINE = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml")
 DISALIGN = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml")
@@ -168,24 +166,18 @@ def test_segmentor_stage2_trains_only_the_alignment(tmp_path):
 def test_train_net_two_stages(tmp_path):
     fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
 
-    def run(*args):
-        result = subprocess.run(
-            [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), *args],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
+    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1"))
+    weights = tmp_path / "s1/model_final.pth"
+    ok(
+        train_net(
+            "--config-file",
+            DISALIGN,
+            *fast,
+            "MODEL.WEIGHTS",
+            weights,
+            "OUTPUT_DIR",
+            tmp_path / "s2",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    run("--config-file", BASELINE, *fast, "OUTPUT_DIR", str(tmp_path / "s1"))
-    run(
-        "--config-file",
-        DISALIGN,
-        *fast,
-        "MODEL.WEIGHTS",
-        str(tmp_path / "s1/model_final.pth"),
-        "OUTPUT_DIR",
-        str(tmp_path / "s2"),
     )
     for stage in ("s1", "s2"):
         results = json.loads((tmp_path / stage / "eval_results.json").read_text())["sem_seg"]

@@ -195,6 +195,14 @@ class AlignmentStageMixin:
 
     alignment_stage = False
 
+    @staticmethod
+    def alignment_stage_config(cfg) -> dict:
+        """The ``alignment_stage`` / ``alignment_stage_trainable`` arguments from ``cfg``."""
+        return {
+            "alignment_stage": cfg.MODEL.DISALIGN.ALIGNMENT_STAGE,
+            "alignment_stage_trainable": cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE,
+        }
+
     def setup_alignment_stage(self, enabled: bool, trainable: str = "alignment"):
         """
         Args:

@@ -101,8 +101,7 @@ class DisAlignImageClassifier(AlignmentStageMixin, nn.Module):
             "grw": grw_loss_from_config(cfg, num_classes),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "alignment_stage": d.ALIGNMENT_STAGE,
-            "alignment_stage_trainable": d.ALIGNMENT_STAGE_TRAINABLE,
+            **cls.alignment_stage_config(cfg),
         }
 
     @property

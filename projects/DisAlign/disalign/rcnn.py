@@ -43,6 +43,4 @@ class DisAlignRCNN(AlignmentStageMixin, GeneralizedRCNN):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        ret["alignment_stage"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE
-        ret["alignment_stage_trainable"] = cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE
-        return ret
+        return {**ret, **cls.alignment_stage_config(cfg)}
