@@ -24,7 +24,7 @@ from disalign.engine import (
     IterationSeedHook,
     OptimizerStateMixin,
     cpu_ddp,
-    init_distributed_from_torchrun,
+    torchrun_process_group,
     launch_supports_cpu,
     replace_data_loader,
     started_by_torchrun,
@@ -146,8 +146,8 @@ if __name__ == "__main__":
     try:
         cfg = build_config(args)  # fails before any worker starts or anything is written
         if started_by_torchrun():  # e.g. CPU processes with detectron2 0.6, see disalign.engine
-            init_distributed_from_torchrun(cfg.MODEL.DEVICE)
-            main(args, cfg)
+            with torchrun_process_group(cfg.MODEL.DEVICE):
+                main(args, cfg)
         else:
             if args.num_gpus > 1 and cfg.MODEL.DEVICE == "cpu" and not launch_supports_cpu():
                 raise InputError(

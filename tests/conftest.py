@@ -82,3 +82,41 @@ def one_line_error(result, expected):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def hand_grw_weights(counts, rho):
+    """
+    GRW weights by the paper's formula, in plain Python (float64), independent of the project's
+    code: counts below 1 raised to 1, r_j = n_j / sum n, w_j = r_j^-rho normalised to sum K.
+    """
+    counts = [max(float(n), 1.0) for n in counts]
+    raw = [(n / sum(counts)) ** -rho for n in counts]
+    return [len(raw) * w / sum(raw) for w in raw]
+
+
+def json_class_counts(json_file, count_by):
+    """
+    Images (``count_by="images"``) or instances per category, read directly from an LVIS / COCO
+    style json whose category ids are 1..K; a list of K counts.
+    """
+    import json
+
+    with open(json_file) as f:
+        data = json.load(f)
+    num_classes = len(data["categories"])
+    images = [set() for _ in range(num_classes)]
+    instances = [0] * num_classes
+    for ann in data["annotations"]:
+        images[ann["category_id"] - 1].add(ann["image_id"])
+        instances[ann["category_id"] - 1] += 1
+    return [len(s) for s in images] if count_by == "images" else instances
+
+
+def split_file_class_counts(split_file, num_classes):
+    """Images per class of a ``<path> <label>`` split file, read directly."""
+    counts = [0] * num_classes
+    with open(split_file) as f:
+        for line in f:
+            if line.strip():
+                counts[int(line.split()[-1])] += 1
+    return counts

@@ -15,11 +15,18 @@ import sys
 
 import pytest
 import torch
-from detectron2.modeling import build_model
+from detectron2.data import MetadataCatalog
 
 from disalign.engine import launch_supports_cpu
 
-from conftest import MINIATURE_BASELINE, MINIATURE_DISALIGN, REPO_ROOT, load_config
+from conftest import (
+    MINIATURE_BASELINE,
+    MINIATURE_DISALIGN,
+    REPO_ROOT,
+    hand_grw_weights,
+    json_class_counts,
+    load_config,
+)
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 # fmt: off
@@ -102,16 +109,16 @@ import torch, torch.distributed as dist
 from detectron2.modeling import build_model
 sys.path.insert(0, {tests!r})
 from conftest import MINIATURE_DISALIGN, load_config
-from disalign.engine import init_distributed_from_torchrun
+from disalign.engine import torchrun_process_group
 
-init_distributed_from_torchrun("cpu")
-model = build_model(load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", ""))
-weights = model.roi_heads.box_predictor.grw.class_weights()
-gathered = [torch.zeros_like(weights) for _ in range(dist.get_world_size())]
-dist.all_gather(gathered, weights)
-if dist.get_rank() == 0:
-    with open({out!r}, "w") as f:
-        json.dump([g.tolist() for g in gathered], f)
+with torchrun_process_group("cpu"):
+    model = build_model(load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", ""))
+    weights = model.roi_heads.box_predictor.grw.class_weights()
+    gathered = [torch.zeros_like(weights) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, weights)
+    if dist.get_rank() == 0:
+        with open({out!r}, "w") as f:
+            json.dump([g.tolist() for g in gathered], f)
 """
 
 
@@ -121,10 +128,12 @@ def test_every_process_computes_the_same_grw_weights(tmp_path):
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           str(script)])  # fmt: skip
     rank0, rank1 = json.loads(out.read_text())
-    model = build_model(load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", ""))
-    expected = model.roi_heads.box_predictor.grw.class_weights().tolist()
-    assert rank0 == rank1 == expected
-    assert len(expected) == model.roi_heads.box_predictor.num_classes + 1  # and the background
+    assert rank0 == rank1
+    # the weights of the paper's formula, from the training json's image counts; background 1
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", "")
+    counts = json_class_counts(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).json_file, "images")
+    expected = hand_grw_weights(counts, cfg.MODEL.DISALIGN.GRW.RHO) + [1.0]
+    assert rank0 == pytest.approx(expected, rel=1e-6)
     assert min(expected[:-1]) < 1 < max(expected[:-1])  # the miniature is long-tailed
 
 

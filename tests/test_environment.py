@@ -4,33 +4,37 @@ Pillow pins (see requirements.txt) keep detectron2 0.6 and lvis-api working unmo
 """
 
 import importlib
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-DETECTRON2_MODULES = [
-    "detectron2.checkpoint",
-    "detectron2.config",
-    "detectron2.data",
-    "detectron2.data.datasets.lvis",
-    "detectron2.engine",
-    "detectron2.evaluation",
-    "detectron2.layers",
-    "detectron2.modeling",
-    "detectron2.modeling.roi_heads",
-    "detectron2.modeling.roi_heads.fast_rcnn",
-    "detectron2.solver",
-    "detectron2.structures",
-    "detectron2.utils.comm",
-    "detectron2.utils.events",
-    "detectron2.utils.collect_env",
-]
+# each module the project uses, with a name the project takes from it
+DETECTRON2_MODULES = {
+    "detectron2.checkpoint": "DetectionCheckpointer",
+    "detectron2.config": "configurable",
+    "detectron2.data": "DatasetCatalog",
+    "detectron2.data.datasets.lvis": "load_lvis_json",
+    "detectron2.engine": "DefaultTrainer",
+    "detectron2.evaluation": "LVISEvaluator",
+    "detectron2.layers": "ShapeSpec",
+    "detectron2.modeling": "ROI_HEADS_REGISTRY",
+    "detectron2.modeling.roi_heads": "StandardROIHeads",
+    "detectron2.modeling.roi_heads.fast_rcnn": "FastRCNNOutputLayers",
+    "detectron2.solver": "build_optimizer",
+    "detectron2.structures": "Instances",
+    "detectron2.utils.comm": "get_world_size",
+    "detectron2.utils.events": "EventStorage",
+    "detectron2.utils.collect_env": "collect_env_info",
+}
 
 
-@pytest.mark.parametrize("name", DETECTRON2_MODULES)
+@pytest.mark.parametrize("name", sorted(DETECTRON2_MODULES))
 def test_detectron2_module_imports(name):
-    importlib.import_module(name)
+    module = importlib.import_module(name)
+    assert module.__name__ == name
+    assert hasattr(module, DETECTRON2_MODULES[name])
 
 
 def test_names_used_by_detectron2_and_lvis_api_exist():
@@ -39,12 +43,20 @@ def test_names_used_by_detectron2_and_lvis_api_exist():
     assert Image.LINEAR == Image.BILINEAR
 
 
-def test_detectron2_class_histogram_runs():
+def test_detectron2_class_histogram_runs(caplog):
     # detectron2 0.6 builds this histogram (with np.int) for every training set it loads
+    import logging
+
     from detectron2.data.build import print_instances_class_histogram
 
-    dicts = [{"annotations": [{"category_id": 0, "iscrowd": 0}, {"category_id": 1, "iscrowd": 0}]}]
-    print_instances_class_histogram(dicts, ["a", "b"])
+    annotations = [{"category_id": c, "iscrowd": 0} for c in (0, 1, 1, 1)]
+    with caplog.at_level(logging.INFO):
+        print_instances_class_histogram([{"annotations": annotations}], ["cat", "dog"])
+    table = caplog.text
+    assert "2 categories" in table
+    # the table pairs each name with its instance count, and the total
+    assert re.search(r"cat\s*\|\s*1\b", table) and re.search(r"dog\s*\|\s*3\b", table)
+    assert re.search(r"total\s*\|\s*4\b", table)
 
 
 def test_collect_env_and_compiled_ops():

@@ -16,8 +16,9 @@ from disalign import (
     DisAlignFastRCNNOutputLayers,
     DistributionAlignment,
     GRWCrossEntropy,
-    grw_class_weights,
 )
+
+from conftest import hand_grw_weights
 
 K, D = 5, 16
 
@@ -109,7 +110,7 @@ def test_grw_loss_against_hand_computation():
     predictions = predictor(x)
     with EventStorage():
         losses = predictor.losses(predictions, _proposals(gt))
-    weights = torch.cat([grw_class_weights(counts, 0.8), torch.ones(1)])
+    weights = torch.tensor(hand_grw_weights(counts, 0.8) + [1.0])  # background weight 1
     labels = torch.tensor(sum(gt, []))
     per_roi = -F.log_softmax(predictions[0], dim=1)[torch.arange(6), labels]
     expected = (weights[labels] * per_roi).sum() / weights[labels].sum()

@@ -80,5 +80,10 @@ def test_grw_cross_entropy_weights_targets_and_ignores_the_ignore_label():
     # per-pixel logits (N, C, H, W) as in segmentation
     pixels = logits[:3].t().reshape(1, 3, 1, 3)
     torch.testing.assert_close(loss(pixels, targets[:3].reshape(1, 1, 3)), expected)
+    # divided by the targets' summed weights (1.5 + 1.5 + 0.5 = 3.5), not their number (3)
+    targets = torch.tensor([0, 0, 1])
+    nll = -torch.log_softmax(logits[:3], dim=1)[torch.arange(3), targets]
+    expected = (1.5 * nll[0] + 1.5 * nll[1] + 0.5 * nll[2]) / 3.5
+    torch.testing.assert_close(loss(logits[:3], targets), expected)
     empty = loss(logits, torch.full((4,), 255), ignore_index=255)
     assert empty.item() == 0.0 and empty.requires_grad is False

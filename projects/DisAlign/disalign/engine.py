@@ -133,3 +133,17 @@ def init_distributed_from_torchrun(device: str):
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     comm.synchronize()
+
+
+@contextlib.contextmanager
+def torchrun_process_group(device: str):
+    """
+    :func:`init_distributed_from_torchrun` for the duration of the block, then leave the process
+    group. A gloo process that exits without destroying its group may abort at interpreter exit
+    ("terminate called without an active exception") while its worker threads still run.
+    """
+    init_distributed_from_torchrun(device)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
