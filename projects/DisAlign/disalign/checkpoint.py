@@ -7,22 +7,34 @@ detectron2's DetectionCheckpointer, made safe:
   an unpickler that only rebuilds NumPy arrays and plain containers;
 * a checkpoint is written under a temporary name and renamed when complete, and ``last_checkpoint``
   is replaced the same way, so that a write interrupted half-way never leaves a file that the
-  next ``--resume`` takes for good.
+  next ``--resume`` takes for good;
+* a checkpoint whose box predictor, mask head or classifier has another shape than the model's
+  (e.g. a model-zoo ``.pkl`` or ``detectron2://`` model trained on another number of classes) is
+  an error, where detectron2 only warns and leaves those layers randomly initialised.
 """
 
 import io
 import os
 import pickle
 from typing import Any, Dict
+from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.utils.file_io import PathManager
+from detectron2.checkpoint.c2_model_loading import convert_c2_detectron_names
+from detectron2.utils.file_io import Detectron2Handler, PathManager
+from iopath.common.file_io import get_cache_dir
 
 from .file_io import write_atomically
 from .validation import InputError
 
-__all__ = ["SafeDetectionCheckpointer", "UnsafeCheckpointError", "load_pickle_safely"]
+__all__ = [
+    "CheckpointMismatchError",
+    "SafeDetectionCheckpointer",
+    "UnsafeCheckpointError",
+    "download_cache_path",
+    "load_pickle_safely",
+]
 
 # what a model-zoo .pkl may reference: NumPy arrays, scalars and dtypes, and ordered dicts
 _PICKLE_GLOBALS = {
@@ -38,6 +50,15 @@ _PICKLE_GLOBALS = {
 
 class UnsafeCheckpointError(InputError):
     """A checkpoint that would run code, or could not be read, when loaded."""
+
+
+# modules whose parameters depend on the number of classes: a checkpoint's parameter of another
+# shape there must not be skipped (stage 2 would align a random, frozen classifier)
+_CLASS_DEPENDENT_MODULES = ("box_predictor", "mask_head", "cls_score")
+
+
+class CheckpointMismatchError(InputError):
+    """A checkpoint whose class-dependent layers do not fit the model (another class count)."""
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -56,8 +77,17 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that refuses files which would run code, and writes atomically."""
 
     def load(self, path: str, *args, **kwargs):
+        self._loading = path
         try:
             return super().load(path, *args, **kwargs)
+        except OSError as e:  # a URL that cannot be downloaded (no internet, wrong name)
+            if "://" not in str(path) or isinstance(e, FileNotFoundError):
+                raise
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnsafeCheckpointError(
+                f"MODEL.WEIGHTS: cannot download '{path}' ({reason}); without internet, copy "
+                f"the file to {download_cache_path(path)}"
+            ) from None
         finally:  # current detectron2 leaves this set when loading fails, refusing the next load
             if getattr(self, "_parsed_url_during_load", None) is not None:
                 self._parsed_url_during_load = None
@@ -81,6 +111,25 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             raise UnsafeCheckpointError(f"cannot read checkpoint '{filename}': {reason}") from None
         return loaded if "model" in loaded else {"model": loaded}
 
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        if checkpoint.get("matching_heuristics", False):
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            if checkpoint.get("__author__", None) == "Caffe2":  # rename once, here
+                checkpoint["model"], _ = convert_c2_detectron_names(checkpoint["model"])
+                checkpoint["__author__"] = "Caffe2 (names converted)"
+        skipped = _class_dependent_mismatches(
+            self.model.state_dict(), checkpoint["model"], checkpoint.get("matching_heuristics")
+        )
+        if skipped:
+            key, key_checkpoint, shape_checkpoint, shape_model = skipped[0]
+            raise CheckpointMismatchError(
+                f"MODEL.WEIGHTS: checkpoint '{getattr(self, '_loading', '?')}' does not fit the "
+                f"model's classes: its '{key_checkpoint}' has shape {shape_checkpoint}, the "
+                f"model's '{key}' {shape_model} (check the config's NUM_CLASSES; "
+                f"{len(skipped)} class-dependent parameter(s) differ)"
+            )
+        return super()._load_model(checkpoint)
+
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
@@ -97,6 +146,41 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         write_atomically(path, lambda f: f.write(last_filename_basename), "w")
+
+
+def download_cache_path(url: str) -> str:
+    """
+    Where detectron2's PathManager keeps the download of ``url`` (``detectron2://...`` or
+    ``https://...``): ``$FVCORE_CACHE`` (default ``~/.torch/iopath_cache``) followed by the URL's
+    path. A file put there is used without downloading.
+    """
+    if url.startswith(Detectron2Handler.PREFIX):
+        url = Detectron2Handler.S3_DETECTRON2_PREFIX + url[len(Detectron2Handler.PREFIX) :]
+    return os.path.join(get_cache_dir(), urlparse(url).path.lstrip("/"))
+
+
+def _class_dependent_mismatches(model_state, checkpoint_state, matching_heuristics):
+    """
+    The parameters of the model's box predictor, mask head or classifier that ``checkpoint_state``
+    has with another shape, as (model key, checkpoint key, checkpoint shape, model shape). Keys are
+    paired as detectron2 pairs them: by name, or with ``matching_heuristics`` by the longest
+    checkpoint name that is a dot-separated suffix of the model's (as align_and_update_state_dicts).
+    """
+    mismatches = []
+    for key, value in model_state.items():
+        if not any(m in key.split(".") for m in _CLASS_DEPENDENT_MODULES):
+            continue
+        if matching_heuristics:
+            candidates = [k for k in checkpoint_state if key == k or key.endswith("." + k)]
+            key_checkpoint = max(candidates, key=len, default=None)
+        else:
+            key_checkpoint = key if key in checkpoint_state else None
+        if key_checkpoint is None:
+            continue  # absent (e.g. DisAlign's alignment when loading a stage-1 model)
+        shape = tuple(checkpoint_state[key_checkpoint].shape)
+        if shape != tuple(value.shape):
+            mismatches.append((key, key_checkpoint, shape, tuple(value.shape)))
+    return mismatches
 
 
 def _model_zoo_pickle(data: Dict[str, Any]) -> Dict[str, Any]:
