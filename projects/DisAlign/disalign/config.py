@@ -32,6 +32,15 @@ def add_disalign_config(cfg):
     _C.MODEL.DISALIGN.BETA_INIT = 0.0
     # Input-aware confidence sigma(x) = sigmoid(w . x + b). False fixes sigma = 1 (input-agnostic).
     _C.MODEL.DISALIGN.CONFIDENCE = True
+    # Initial weight w of the confidence layer. None: w ~ N(0, 0.01^2) and b = 0 (the paper). A
+    # number: every w_i set to it, b left at torch's default init; 0.1 with ALPHA_INIT 2.0 is the
+    # official classifier (cvpods DisAlignLinear: confidence_layer.weight = 0.1,
+    # z^ = (1 + sigma * logit_scale) * z + sigma * logit_bias with logit_scale = alpha - 1 = 1).
+    _C.MODEL.DISALIGN.CONFIDENCE_WEIGHT_INIT = None
+    # Normalisation inside the confidence layer. "": sigmoid(w . x + b) (the paper). "BN", "SyncBN"
+    # or "naiveSyncBN": sigmoid(ReLU(norm(w . x))), so sigma >= 0.5 (the official ADE20K head,
+    # DisAlignFCNHead's confidence_layer, an mmcv ConvModule with norm and ReLU).
+    _C.MODEL.DISALIGN.CONFIDENCE_NORM = ""
     # Align the K foreground logits only and leave the background logit z_K unchanged (the paper's
     # detection setting). False also calibrates the background logit.
     _C.MODEL.DISALIGN.FOREGROUND_ONLY = True
@@ -50,6 +59,12 @@ def add_disalign_config(cfg):
     _C.MODEL.DISALIGN.GRW.ENABLED = True
     # The re-weighting scale rho (0.8 for LVIS; 0 is plain cross-entropy).
     _C.MODEL.DISALIGN.GRW.RHO = 0.8
+    # How the weighted cross-entropy sum_i w_{y_i} * CE_i is averaged: "weighted_mean" divides it by
+    # the summed weights of the targets, sum_i w_{y_i} (PyTorch's F.cross_entropy(weight=w), the
+    # paper and cvpods' GRWCrossEntropyLoss); "mean" divides it by the number of target elements,
+    # ignored ones included (mmseg's cross_entropy with class_weight, as the official ADE20K
+    # GRWCrossEntropyLoss averages over all pixels).
+    _C.MODEL.DISALIGN.GRW.REDUCTION = "weighted_mean"
     # What n_j counts in cfg.DATASETS.TRAIN: "images" (images containing class j, the LVIS
     # frequency definition; for classification, images of class j), "instances" (annotated
     # instances of class j) or "pixels" (labelled pixels, semantic segmentation; cached as JSON

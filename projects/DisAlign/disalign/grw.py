@@ -37,6 +37,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COUNT_BY_CHOICES = ("images", "instances", "pixels")
+# how the weighted cross-entropy is averaged (MODEL.DISALIGN.GRW.REDUCTION)
+REDUCTION_CHOICES = ("weighted_mean", "mean")
 
 
 def grw_class_weights(class_counts: Sequence[float], rho: float) -> torch.Tensor:
@@ -65,6 +67,9 @@ class GRWCrossEntropy:
     divided by the summed weights of the targets. The same loss serves detection (K foreground
     classes, then one unweighted background class), classification and segmentation.
 
+    With ``reduction="mean"`` the weighted sum is divided by the number of target elements instead,
+    ignored ones included (mmseg's class-weighted cross-entropy, the official ADE20K loss).
+
     The class weights are computed at the first call, so that a model built only for inference
     never reads its training set.
     """
@@ -75,6 +80,7 @@ class GRWCrossEntropy:
         class_counts: Union[Sequence[float], Callable[[], Sequence[float]]],
         num_classes: int,
         num_unweighted: int = 0,
+        reduction: str = "weighted_mean",
     ):
         """
         Args:
@@ -82,7 +88,12 @@ class GRWCrossEntropy:
             class_counts: the K training counts n_j, or a function returning them.
             num_classes (int): K.
             num_unweighted (int): classes after the K (the detection background) with weight 1.
+            reduction (str): "weighted_mean" (divide by the summed target weights) or "mean"
+                (divide by the number of target elements, ignored ones included).
         """
+        if reduction not in REDUCTION_CHOICES:
+            raise ValueError(f"GRW reduction must be one of {REDUCTION_CHOICES}, got '{reduction}'")
+        self.reduction = reduction
         self.rho = rho
         self.num_classes = num_classes
         self.num_unweighted = num_unweighted
@@ -118,12 +129,15 @@ class GRWCrossEntropy:
 
         With several processes (DDP), the weighted sum is divided by the summed target weights of
         the whole batch (all-reduced), so that the averaged gradients equal those of one process
-        holding the whole batch, whatever the classes in each process' part of it.
+        holding the whole batch, whatever the classes in each process' part of it. The "mean"
+        reduction needs no all-reduce when every process holds as many target elements.
         """
         weight = self.class_weights().to(device=logits.device, dtype=logits.dtype)
         losses = F.cross_entropy(
             logits, targets, weight=weight, ignore_index=ignore_index, reduction="none"
         )  # w_target * CE, 0 where ignored
+        if self.reduction == "mean":
+            return losses.sum() / max(targets.numel(), 1)
         valid = targets != ignore_index
         summed_weights = torch.where(valid, weight[torch.where(valid, targets, 0)], 0).sum()
         world_size = _world_size()
@@ -149,7 +163,7 @@ def grw_loss_from_config(
     counts = functools.partial(
         _cached_training_class_counts, tuple(cfg.DATASETS.TRAIN), num_classes, grw.COUNT_BY
     )
-    return GRWCrossEntropy(grw.RHO, counts, num_classes, num_unweighted)
+    return GRWCrossEntropy(grw.RHO, counts, num_classes, num_unweighted, grw.REDUCTION)
 
 
 @functools.lru_cache(maxsize=None)

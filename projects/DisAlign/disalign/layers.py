@@ -15,10 +15,15 @@ Shape shorthand in this module:
 from typing import Optional
 
 import torch
+from detectron2.layers import get_norm
+from fvcore.nn import weight_init
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CosineClassifier", "DistributionAlignment", "build_alignment"]
+__all__ = ["CosineClassifier", "DistributionAlignment", "NormalizedConfidence", "build_alignment"]
+
+# normalisations the confidence layer may have (MODEL.DISALIGN.CONFIDENCE_NORM; "" is none)
+CONFIDENCE_NORM_CHOICES = ("", "BN", "SyncBN", "naiveSyncBN")
 
 
 class CosineClassifier(nn.Module):
@@ -52,6 +57,49 @@ class CosineClassifier(nn.Module):
         return f"in_features={self.weight.shape[1]}, num_outputs={self.weight.shape[0]}"
 
 
+class NormalizedConfidence(nn.Module):
+    """
+    The confidence layer of the official ADE20K head (``DisAlignFCNHead``, an mmcv ConvModule):
+    a 1x1 convolution to one channel without bias, a normalisation and a ReLU,
+
+        c(x) = ReLU(norm(w . x)),  so that sigma(x) = sigmoid(c(x)) >= 0.5.
+
+    It reads (R, D) features (pixels as rows); the normalisation's statistics over the R rows are
+    those of the (N, 1, h, w) map over its N * h * w pixels. The weight is initialised as the
+    ConvModule does (kaiming normal, fan_out, ReLU gain: detectron2's ``c2_msra_fill``), the
+    normalisation with weight 1 and bias 0.
+    """
+
+    def __init__(self, in_features: int, norm: str):
+        """
+        Args:
+            in_features (int): D.
+            norm (str): "BN", "SyncBN" or "naiveSyncBN" (detectron2's ``get_norm``), over 1 channel.
+        """
+        super().__init__()
+        if norm not in CONFIDENCE_NORM_CHOICES or not norm:
+            raise ValueError(f"confidence norm must be one of {CONFIDENCE_NORM_CHOICES[1:]}")
+        self.conv = nn.Conv2d(in_features, 1, kernel_size=1, bias=False)
+        weight_init.c2_msra_fill(self.conv)
+        self.norm = get_norm(norm, 1)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The (1, D, 1, 1) weight w."""
+        return self.conv.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: features of shape (R, D).
+
+        Returns:
+            Tensor: c(x) of shape (R, 1), before the sigmoid.
+        """
+        y = self.conv(x[:, :, None, None])  # (R, 1, 1, 1)
+        return F.relu(self.norm(y)).flatten(1)
+
+
 class DistributionAlignment(nn.Module):
     """
     DisAlign's alignment of classifier logits z, for the first A of them:
@@ -62,6 +110,12 @@ class DistributionAlignment(nn.Module):
 
     Logits at positions >= A (the background in detection) pass through unchanged. Its parameters
     (alpha, beta, w, b) are the only ones trained in the alignment stage.
+
+    The official classifier (cvpods ``DisAlignLinear``) writes the same map as
+    z^ = (1 + sigma(x) * a) * z + sigma(x) * b with a = alpha - 1, b = beta; its initialisation
+    (a = 1, b = 0, constant weight 0.1) is ``alpha_init=2.0, confidence_weight_init=0.1``. With
+    ``confidence_norm``, sigma(x) = sigmoid(ReLU(norm(w . x))) (:class:`NormalizedConfidence`, the
+    official ADE20K head).
     """
 
     def __init__(
@@ -74,6 +128,8 @@ class DistributionAlignment(nn.Module):
         confidence: bool = True,
         alpha_init: float = 1.0,
         beta_init: float = 0.0,
+        confidence_weight_init: Optional[float] = None,
+        confidence_norm: str = "",
     ):
         """
         Args:
@@ -83,6 +139,11 @@ class DistributionAlignment(nn.Module):
             margin (bool): learn beta; if False, beta = 0.
             confidence (bool): learn sigma(x); if False, sigma = 1 (input-agnostic calibration).
             alpha_init, beta_init (float): initial alpha and beta (the paper: 1 and 0).
+            confidence_weight_init (float or None): None initialises w ~ N(0, 0.01^2) and b = 0
+                (the paper); a number sets every w_i to it and leaves b at torch's default init
+                (the official DisAlignLinear: 0.1).
+            confidence_norm (str): "" for sigmoid(w . x + b); "BN", "SyncBN" or "naiveSyncBN" for
+                sigmoid(ReLU(norm(w . x))), the official ADE20K head.
         """
         super().__init__()
         self.num_aligned = num_aligned
@@ -90,10 +151,17 @@ class DistributionAlignment(nn.Module):
             nn.Parameter(torch.full((num_aligned,), float(alpha_init))) if magnitude else None
         )
         self.beta = nn.Parameter(torch.full((num_aligned,), float(beta_init))) if margin else None
-        if confidence:
+        if confidence and confidence_norm:
+            self.confidence = NormalizedConfidence(in_features, confidence_norm)
+            if confidence_weight_init is not None:
+                nn.init.constant_(self.confidence.weight, float(confidence_weight_init))
+        elif confidence:
             self.confidence = nn.Linear(in_features, 1)
-            nn.init.normal_(self.confidence.weight, std=0.01)
-            nn.init.constant_(self.confidence.bias, 0.0)
+            if confidence_weight_init is None:
+                nn.init.normal_(self.confidence.weight, std=0.01)
+                nn.init.constant_(self.confidence.bias, 0.0)
+            else:  # the bias keeps nn.Linear's default init, as in the official DisAlignLinear
+                nn.init.constant_(self.confidence.weight, float(confidence_weight_init))
         else:
             self.confidence = None
 
@@ -151,4 +219,6 @@ def build_alignment(cfg, num_aligned: int, in_features: int) -> Optional[Distrib
         confidence=d.CONFIDENCE,
         alpha_init=d.ALPHA_INIT,
         beta_init=d.BETA_INIT,
+        confidence_weight_init=d.CONFIDENCE_WEIGHT_INIT,
+        confidence_norm=d.CONFIDENCE_NORM,
     )

@@ -6,6 +6,7 @@ is written to the output directory.
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -16,7 +17,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .alignment import ALIGNMENT_STAGE_TRAINABLE_CHOICES
 from .fast_rcnn import CLS_HEAD_CHOICES
-from .grw import COUNT_BY_CHOICES
+from .grw import COUNT_BY_CHOICES, REDUCTION_CHOICES
+from .layers import CONFIDENCE_NORM_CHOICES
 
 __all__ = [
     "InputError",
@@ -70,6 +72,8 @@ def _check_disalign_keys(d):
     for key, value, choices in (
         ("CLS_HEAD", d.CLS_HEAD, CLS_HEAD_CHOICES),
         ("GRW.COUNT_BY", d.GRW.COUNT_BY, COUNT_BY_CHOICES),
+        ("GRW.REDUCTION", d.GRW.REDUCTION, REDUCTION_CHOICES),
+        ("CONFIDENCE_NORM", d.CONFIDENCE_NORM, CONFIDENCE_NORM_CHOICES),
         (
             "ALIGNMENT_STAGE_TRAINABLE",
             d.ALIGNMENT_STAGE_TRAINABLE,
@@ -80,6 +84,14 @@ def _check_disalign_keys(d):
             raise InputError(f"MODEL.DISALIGN.{key} must be one of {choices}, got '{value}'")
     if not d.GRW.RHO >= 0:  # also catches NaN
         raise InputError(f"MODEL.DISALIGN.GRW.RHO must be >= 0, got {d.GRW.RHO}")
+    init = d.CONFIDENCE_WEIGHT_INIT
+    if init is not None and (
+        isinstance(init, bool) or not isinstance(init, (int, float)) or not math.isfinite(init)
+    ):
+        raise InputError(
+            "MODEL.DISALIGN.CONFIDENCE_WEIGHT_INIT must be None (N(0, 0.01) init) or a finite "
+            f"number, got {init!r}"
+        )
     if d.ALIGNMENT_STAGE and not d.CALIBRATION and d.ALIGNMENT_STAGE_TRAINABLE == "alignment":
         raise InputError(
             "MODEL.DISALIGN.ALIGNMENT_STAGE has nothing to train with CALIBRATION off; set "
