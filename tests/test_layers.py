@@ -72,13 +72,22 @@ def test_alignment_at_init_is_identity_and_leaves_background():
 
 
 def test_alignment_gradients_reach_only_its_parameters():
+    # a frozen base classifier under the alignment, as in the alignment stage
+    classifier = torch.nn.Linear(3, 3)
+    classifier.requires_grad_(False)
     layer = _alignment()
-    logits = LOGITS.clone().requires_grad_(True)
-    layer(logits, FEATURES).sum().backward()
-    for p in layer.parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all()
-    # background logit passes through with gradient 1
-    assert torch.equal(logits.grad[:, 2], torch.ones(2))
+    features = FEATURES.clone()
+    logits = classifier(features).requires_grad_(True)
+    layer(logits, features).sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in classifier.parameters())
+    assert features.grad is None
+    # d z^_j / d z_j = sigma * alpha_j + 1 - sigma; the background logit passes with gradient 1
+    with torch.no_grad():
+        sigma = torch.sigmoid(layer.confidence(features))
+    expected = torch.cat([sigma * layer.alpha.detach() + 1 - sigma, torch.ones(2, 1)], dim=1)
+    torch.testing.assert_close(logits.grad, expected)
 
 
 def test_cosine_classifier():

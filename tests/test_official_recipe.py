@@ -215,3 +215,34 @@ def test_bad_official_recipe_values_are_one_line_errors(key, value, message):
     with pytest.raises(InputError, match=message) as error:
         check_inputs(cfg, training=False)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_official_ade20k_configs(depth):
+    name = f"fcn_R_{depth}_512x512_160k_disalign"
+    paper = load_config(os.path.join(REPO_ROOT, f"configs/ADE20K/{name}.yaml"))
+    official = load_config(os.path.join(REPO_ROOT, f"configs/ADE20K/{name}_official.yaml"))
+    d, p = official.MODEL.DISALIGN, paper.MODEL.DISALIGN
+    assert (p.CONFIDENCE_NORM, p.GRW.RHO, p.GRW.REDUCTION, paper.SOLVER.MAX_ITER) == (
+        "",
+        0.3,
+        "weighted_mean",
+        8000,
+    )
+    assert (d.CONFIDENCE_NORM, d.GRW.RHO, d.GRW.REDUCTION, official.SOLVER.MAX_ITER) == (
+        "SyncBN",
+        0.2,
+        "mean",
+        4000,
+    )
+    official.defrost()
+    official.MODEL.DEVICE = "cpu"
+    confidence = build_model(official).sem_seg_head.alignment.confidence
+    assert isinstance(confidence, NormalizedConfidence)
+    assert isinstance(confidence.norm, torch.nn.SyncBatchNorm)
+    # the same stage-1 model, and nothing else differs
+    assert official.MODEL.WEIGHTS == paper.MODEL.WEIGHTS
+    d.CONFIDENCE_NORM, d.GRW.RHO, d.GRW.REDUCTION = "", 0.3, "weighted_mean"
+    official.SOLVER.MAX_ITER, official.OUTPUT_DIR = 8000, paper.OUTPUT_DIR
+    official.MODEL.DEVICE = paper.MODEL.DEVICE
+    assert official == paper

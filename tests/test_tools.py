@@ -1,8 +1,10 @@
 """
-The helper scripts: the dataset check and the generated configs / model-zoo tables.
+The helper scripts: the dataset check and the model-zoo tables.
 """
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -49,21 +51,104 @@ def test_check_datasets_names_each_missing_file(tmp_path):
     ]
 
 
-def test_configs_and_model_zoo_are_generated_and_current():
-    result = _run("generate_configs.py", "--check")
-    assert result.returncode == 0, result.stdout
+def test_model_zoo_tables_are_current():
+    result = _run("model_zoo.py", "--check")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     with open(os.path.join(REPO_ROOT, "projects/DisAlign/README.md")) as f:
         zoo = f.read()
-    # the paper's LVIS v0.5 Mask R-CNN R-50 rows and the exact commands of a stage 2
-    assert "| DisAlign | [mask_rcnn_R_50_FPN_1x_disalign]" in zoo
-    assert "23.9 / 7.5 / 25.0 / 29.1 | 24.2 / 8.5 / 26.2 / 28.0 | not measured |" in zoo
+    # every experiment config has one row: all but the base configs and the miniatures
+    configs = [
+        os.path.relpath(p, REPO_ROOT)
+        for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
+        if not os.path.basename(p).startswith(("Base-", "model_zoo.")) and "/Miniature-" not in p
+    ]
+    assert len(configs) >= 180
+    assert all(zoo.count(f"](../../{path}) |") == 1 for path in configs)
+    # the paper's LVIS v0.5 Mask R-CNN R-50 DisAlign row (supplementary Table 8); its stage 1, read
+    # from the config's MODEL.WEIGHTS, and the exact commands of a stage 2
     assert (
+        "| DisAlign | [mask_rcnn_R_50_FPN_1x_disalign](../../configs/LVIS-v0.5/"
+        "mask_rcnn_R_50_FPN_1x_disalign.yaml) | mask_rcnn_R_50_FPN_1x_baseline | paper | "
+        "S8: ResNet-50 DisAlign | 23.9 / 7.5 / 25.0 / 29.1 | 24.2 / 8.5 / 26.2 / 28.0 | "
+        "not measured |"
+    ) in zoo
+    assert (
+        "# needs output/LVIS-v1.0/cascade_mask_rcnn_X_101_32x8d_FPN_2x_cosine/model_final.pth "
+        "from the stage-1 row\n"
+        "python train_net.py --num-gpus 8 --config-file "
+        "configs/LVIS-v1.0/cascade_mask_rcnn_X_101_32x8d_FPN_2x_disalign_cosine.yaml\n"
         "python train_net.py --num-gpus 8 --config-file "
         "configs/LVIS-v1.0/cascade_mask_rcnn_X_101_32x8d_FPN_2x_disalign_cosine.yaml --eval-only "
         "MODEL.WEIGHTS output/LVIS-v1.0/cascade_mask_rcnn_X_101_32x8d_FPN_2x_disalign_cosine/"
-        "model_final.pth"
+        "model_final.pth\n"
     ) in zoo
     # the paper's ImageNet-LT ResNeXt-50 DisAlign* row (Table 1) and iNaturalist at 200 epochs
     assert "| DisAlign* | [X_50_32x4d_90e_disalign_cosine]" in zoo
-    assert "| 53.4 / 62.7 / 52.1 / 31.4 | not measured |" in zoo
-    assert "| DisAlign | [R_152_200e_disalign](../../configs/iNaturalist-2018/" in zoo
+    assert "| S1: ResNeXt-50 DisAlign* | 53.4 / 62.7 / 52.1 / 31.4 | not measured |" in zoo
+    assert "| S4: ResNet-152 DisAlign, 200 epochs | 74.1 / 74.9 / 74.4 / 73.5 |" in zoo
+
+
+def _model_zoo_copy(tmp_path):
+    """A copy of what tools/model_zoo.py reads and writes; returns its README."""
+    shutil.copytree(os.path.join(REPO_ROOT, "configs"), tmp_path / "configs")
+    (tmp_path / "tools").mkdir()
+    shutil.copy(os.path.join(REPO_ROOT, "tools", "model_zoo.py"), tmp_path / "tools")
+    readme = tmp_path / "projects" / "DisAlign" / "README.md"
+    readme.parent.mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "projects", "DisAlign", "README.md"), readme)
+    return readme
+
+
+def _model_zoo(root, *args):
+    script = os.path.join(root, "tools", "model_zoo.py")
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+
+
+def test_model_zoo_check_names_an_edited_table_and_the_script_restores_it(tmp_path):
+    readme = _model_zoo_copy(tmp_path)
+    original = readme.read_text()
+    row = "| S1: ResNeXt-50 DisAlign* | 53.4 / 62.7 / 52.1 / 31.4 |"
+    assert original.count(row) == 1
+    readme.write_text(original.replace(row, row.replace("53.4", "54.3")))
+    result = _model_zoo(tmp_path, "--check")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: the table 'ImageNet-LT / ResNeXt-50 32x4d, 90 epochs' of projects/DisAlign/"
+        "README.md differs from the configs and configs/model_zoo.yaml (run python "
+        "tools/model_zoo.py)"
+    ]
+    assert _model_zoo(tmp_path).returncode == 0
+    assert readme.read_text() == original
+    assert _model_zoo(tmp_path, "--check").returncode == 0
+
+
+def test_model_zoo_check_names_a_config_without_an_entry(tmp_path):
+    readme = _model_zoo_copy(tmp_path)
+    original = readme.read_text()
+    configs = tmp_path / "configs"
+    # by rule, base configs and miniatures need no entry
+    shutil.copy(configs / "LVIS-v1.0" / "Base-Mask-RCNN-FPN.yaml", configs / "Base-Other.yaml")
+    shutil.copy(
+        configs / "Miniature-LVIS" / "mask_rcnn_R_18_FPN_baseline.yaml",
+        configs / "Miniature-LVIS" / "other.yaml",
+    )
+    assert _model_zoo(tmp_path, "--check").returncode == 0
+    new = configs / "LVIS-v1.0" / "mask_rcnn_R_50_FPN_1x_other.yaml"
+    shutil.copy(configs / "LVIS-v1.0" / "mask_rcnn_R_50_FPN_1x_baseline.yaml", new)
+    for args in [("--check",), ()]:
+        result = _model_zoo(tmp_path, *args)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            "error: configs/model_zoo.yaml has no entry for "
+            "LVIS-v1.0/mask_rcnn_R_50_FPN_1x_other.yaml"
+        ]
+    assert readme.read_text() == original
+    # and an entry whose config is gone
+    new.unlink()
+    (configs / "ADE20K" / "fcn_R_50_512x512_160k_disalign.yaml").unlink()
+    result = _model_zoo(tmp_path, "--check")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: configs/model_zoo.yaml lists ADE20K/fcn_R_50_512x512_160k_disalign.yaml, not "
+        "found in configs/"
+    ]

@@ -180,7 +180,9 @@ class DistributionAlignment(nn.Module):
             pixel_logits = logits.permute(0, 2, 3, 1).reshape(-1, c)
             pixel_features = features.permute(0, 2, 3, 1).reshape(n * h * w, -1)
             aligned = self.forward(pixel_logits, pixel_features)
-            return aligned.reshape(n, h, w, c).permute(0, 3, 1, 2)
+            # contiguous in (N, C, H, W), as the logits came: the ops downstream then round
+            # exactly as they would on the logits themselves
+            return aligned.reshape(n, h, w, c).permute(0, 3, 1, 2).contiguous()
         z = logits[:, : self.num_aligned]
         s = z
         if self.alpha is not None:
