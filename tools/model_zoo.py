@@ -29,6 +29,19 @@ README = os.path.join(REPO_ROOT, "projects", "DisAlign", "README.md")
 FOLLOWS = ("paper", "official")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' given twice", node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
 def experiment_configs():
     """The configs that need an entry: paths relative to configs/."""
     paths = glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True)
@@ -57,6 +70,9 @@ def _entries(zoo):
 def check_entries(zoo):
     """Raise SystemExit with one line unless the zoo lists exactly the experiment configs."""
     listed = [path for _, path, _ in _entries(zoo)]
+    twice = sorted({path for path in listed if listed.count(path) > 1})
+    if twice:
+        sys.exit(f"error: configs/model_zoo.yaml lists {', '.join(twice)} in two tables")
     missing = sorted(experiment_configs() - set(listed))
     if missing:
         sys.exit(f"error: configs/model_zoo.yaml has no entry for {', '.join(missing)}")
@@ -155,9 +171,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare with the README")
     args = parser.parse_args()
-    with open(ZOO) as f:
-        zoo = yaml.safe_load(f)
-    check_entries(zoo)
+    try:
+        with open(ZOO) as f:
+            zoo = yaml.load(f, Loader=_UniqueKeyLoader)
+        check_entries(zoo)
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
+        what = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        sys.exit(f"error: configs/model_zoo.yaml is not laid out as its header says ({what})")
     with open(README) as f:
         old = f.read()
     new = readme_with_zoo(old, zoo)
