@@ -122,7 +122,7 @@ def test_model_zoo_check_names_an_edited_table_and_the_script_restores_it(tmp_pa
     assert _model_zoo(tmp_path, "--check").returncode == 0
 
 
-def test_model_zoo_check_names_a_config_without_an_entry(tmp_path):
+def test_model_zoo_check_names_a_missing_repeated_or_stale_entry(tmp_path):
     readme = _model_zoo_copy(tmp_path)
     original = readme.read_text()
     configs = tmp_path / "configs"
@@ -143,8 +143,20 @@ def test_model_zoo_check_names_a_config_without_an_entry(tmp_path):
             "LVIS-v1.0/mask_rcnn_R_50_FPN_1x_other.yaml"
         ]
     assert readme.read_text() == original
-    # and an entry whose config is gone
+    # a config in two tables
     new.unlink()
+    zoo = (configs / "model_zoo.yaml").read_text()
+    entry = next(line for line in zoo.splitlines() if "fcn_R_50_512x512_160k_baseline.yaml" in line)
+    (configs / "model_zoo.yaml").write_text(zoo.replace(entry, f"{entry}\n{entry}", 1))
+    result = _model_zoo(tmp_path, "--check")
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: configs/model_zoo.yaml is not laid out as its header says (ConstructorError: "
+        "'ADE20K/fcn_R_50_512x512_160k_baseline.yaml' given twice in "
+        # the table's mapping starts at its first entry, this one
+        f'"{configs}/model_zoo.yaml", line {zoo.splitlines().index(entry) + 1}, column 9)'
+    ]
+    # and an entry whose config is gone
+    (configs / "model_zoo.yaml").write_text(zoo)
     (configs / "ADE20K" / "fcn_R_50_512x512_160k_disalign.yaml").unlink()
     result = _model_zoo(tmp_path, "--check")
     assert result.returncode == 1
