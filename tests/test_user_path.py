@@ -4,6 +4,8 @@ The path of a user with real checkpoints: detectron2 model-zoo ``.pkl`` files an
 fitting ones load.
 """
 
+import glob
+import os
 import pickle
 
 import numpy as np
@@ -17,7 +19,7 @@ from disalign.checkpoint import (
     download_cache_path,
 )
 
-from conftest import MINIATURE_DISALIGN, load_config, one_line_error, train_net
+from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config, one_line_error, train_net
 
 ALIGNMENT = "roi_heads.box_predictor.alignment."
 
@@ -154,3 +156,14 @@ def test_detectron2_url_that_cannot_be_downloaded(tmp_path):
     cached = tmp_path / "cache" / "detectron2" / "Tests" / tmp_path.name / "missing.pkl"
     one_line_error(result, f"cannot download '{url}'")
     assert f"copy the file to {cached}" in result.stderr.strip().splitlines()[-1]
+
+
+def test_every_shipped_config_has_a_fixed_seed():
+    configs = [
+        p
+        for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
+        if os.path.basename(p) != "model_zoo.yaml"  # the model-zoo table, not a config
+    ]
+    assert len(configs) >= 200
+    unseeded = [os.path.relpath(p, REPO_ROOT) for p in configs if not load_config(p).SEED >= 0]
+    assert unseeded == []
