@@ -1,7 +1,8 @@
 """
-The alignment stage's savings (the frozen trunk run without autograd, no losses for frozen heads)
-change no result: stage 2 trains its parameters to the same values with them and without them,
-gradients still reach any module a config makes trainable, and the grad mode is always restored.
+The alignment stage's savings (no losses for frozen heads, frozen modules in eval mode) change no
+result: stage 2 trains its parameters to the same values with them and without them, autograd
+records nothing for the frozen trunk, and gradients still reach any module a config makes
+trainable.
 """
 
 import pytest
@@ -13,7 +14,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 import disalign.alignment
-from disalign.alignment import alignment_parameter_names, run_frozen_without_autograd
+from disalign.alignment import alignment_parameter_names
 
 from conftest import MINIATURE_DISALIGN, load_config
 
@@ -43,16 +44,28 @@ def batches():
     return [next(loader) for _ in range(NUM_ITERS)]
 
 
-def _record_grad_mode(model, names):
-    """Record, at each call of the named submodules, whether autograd was enabled inside."""
+def _record_output_needs_grad(model, names):
+    """Record, at each call of the named submodules, whether any output tensor needs grad."""
     modules = dict(model.named_modules())
     record = {name: [] for name in names}
+
+    def needs_grad(output):
+        if isinstance(output, torch.Tensor):
+            return output.requires_grad
+        if isinstance(output, dict):
+            return any(needs_grad(v) for v in output.values())
+        if isinstance(output, (list, tuple)):
+            return any(needs_grad(v) for v in output)
+        if hasattr(output, "get_fields"):  # Instances
+            return any(needs_grad(v) for v in output.get_fields().values())
+        return getattr(getattr(output, "tensor", None), "requires_grad", False)
+
     for name in names:
         for module in (
             modules[name] if isinstance(modules[name], nn.ModuleList) else [modules[name]]
         ):
-            module.register_forward_pre_hook(
-                lambda m, args, name=name: record[name].append(torch.is_grad_enabled())
+            module.register_forward_hook(
+                lambda m, args, output, name=name: record[name].append(needs_grad(output))
             )
     return record
 
@@ -63,7 +76,7 @@ def _train(cfg, batches, record_names=()):
     model = build_model(cfg)
     model.train()
     optimizer = build_optimizer(cfg, model)
-    grad_modes = _record_grad_mode(model, record_names)
+    grad_modes = _record_output_needs_grad(model, record_names)
     loss_names = []
     with EventStorage():
         for batch in batches:
@@ -85,10 +98,10 @@ def test_savings_do_not_change_stage2_results(batches, monkeypatch, cascade):
         m.setattr(disalign.alignment, "_SKIP_FROZEN_WORK", False)
         plain, plain_losses, plain_modes = _train(cfg, batches, TRUNK)
 
-    # the savings happened: no autograd in the frozen trunk, no box regression loss
+    # autograd records nothing in the frozen trunk; the savings happened: no box regression loss
     for name in TRUNK:
         assert fast_modes[name] and not any(fast_modes[name]), name
-        assert plain_modes[name] and all(plain_modes[name]), name
+        assert plain_modes[name] and not any(plain_modes[name]), name
     cls = ["loss_cls_stage0", "loss_cls_stage1", "loss_cls_stage2"] if cascade else ["loss_cls"]
     assert fast_losses == [cls] * NUM_ITERS
     assert all("loss_box_reg" in " ".join(n) for n in plain_losses)
@@ -113,7 +126,7 @@ def test_gradients_reach_a_box_head_made_trainable(batches):
     for p in box_head.parameters():  # as a config training the box head too would
         p.requires_grad_(True)
     model.train()
-    grad_modes = _record_grad_mode(model, TRUNK)
+    grad_modes = _record_output_needs_grad(model, TRUNK)
     with EventStorage():
         losses = model(batches[0])
     sum(losses.values()).backward()
@@ -124,44 +137,3 @@ def test_gradients_reach_a_box_head_made_trainable(batches):
     for name, p in box_head.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert all(p.grad is None for p in model.backbone.parameters())
-
-
-class _Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.first = nn.Linear(3, 3)  # frozen, reads the input
-        self.trained = nn.Linear(3, 3)
-        self.last = nn.Linear(3, 1)  # frozen, reads what the trained layer made
-        self.stages = nn.ModuleList([nn.Linear(3, 3)])  # frozen, called through the list
-        for module in (self.first, self.last, self.stages):
-            module.requires_grad_(False)
-
-    def forward(self, x):
-        return self.last(self.trained(self.stages[0](self.first(x))))
-
-
-def test_frozen_modules_keep_the_gradients_that_flow_through_them():
-    torch.manual_seed(0)
-    toy = _Toy()
-    hooked = run_frozen_without_autograd(toy)
-    assert {id(m) for m in hooked} == {id(toy.first), id(toy.last), id(toy.stages[0])}
-    modes = _record_grad_mode(toy, ("first", "last", "stages"))
-    x = torch.randn(4, 3)
-    toy(x).sum().backward()
-    assert modes == {"first": [False], "last": [True], "stages": [False]}
-    bare = _Toy()  # the same model without the hooks: the same gradient
-    bare.load_state_dict(toy.state_dict())
-    bare(x).sum().backward()
-    torch.testing.assert_close(toy.trained.weight.grad, bare.trained.weight.grad)
-
-
-def test_grad_mode_is_restored_when_a_frozen_forward_raises():
-    toy = _Toy()
-    run_frozen_without_autograd(toy)
-    with pytest.raises(RuntimeError):
-        toy(torch.randn(4, 5))  # wrong width: the first, frozen layer raises
-    assert torch.is_grad_enabled()
-    with torch.no_grad():
-        toy(torch.randn(4, 3))
-        assert not torch.is_grad_enabled()
-    assert torch.is_grad_enabled()

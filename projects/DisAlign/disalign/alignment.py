@@ -5,17 +5,14 @@ for the paper's "no calibration" ablation, the base classifier).
 
 One mechanism serves every model (detector, image classifier, semantic segmentor):
 :class:`AlignmentStageMixin` freezes the model when it is built
-(:func:`freeze_for_alignment_stage`), holds the frozen subtrees (:func:`frozen_submodules`) in
-eval mode in ``train()`` and runs them without autograd (:func:`run_frozen_without_autograd`). In
-training, the models leave out the work done only for frozen parameters (the losses of frozen
-heads), asking :func:`skips_frozen_work`.
+(:func:`freeze_for_alignment_stage`) and holds the frozen subtrees (:func:`frozen_submodules`) in
+eval mode in ``train()``. Autograd records nothing for the frozen trunk: neither its parameters nor
+its inputs need gradients. In training, the models leave out the work done only for frozen
+parameters (the losses of frozen heads), asking :func:`skips_frozen_work`.
 """
 
-import threading
-from typing import Any, Iterator, List
+from typing import Iterator, List
 
-import numpy as np
-import torch
 from torch import nn
 
 from .layers import DistributionAlignment
@@ -27,12 +24,10 @@ __all__ = [
     "freeze_for_alignment_stage",
     "frozen_submodules",
     "has_trainable_parameters",
-    "run_frozen_without_autograd",
     "skips_frozen_work",
 ]
 
-# The savings of the alignment stage (frozen subtrees run without autograd, no losses for frozen
-# heads) change no result. Setting this private switch to False turns them off, for checking that.
+# The savings of the alignment stage (no losses for frozen heads) change no result. Setting this private switch to False turns them off, for checking that.
 _SKIP_FROZEN_WORK = True
 
 # what stage 2 trains: "alignment" (alpha, beta, confidence: DisAlign) or "classifier" (also the
@@ -117,80 +112,12 @@ def frozen_submodules(model: nn.Module) -> Iterator[nn.Module]:
             yield child
 
 
-def _may_need_grad(obj: Any, depth: int = 0) -> bool:
-    """
-    Whether a module input may need gradients: a tensor that requires grad is reachable from it
-    through lists, tuples, dicts and object attributes (detectron2's ImageList, Instances, Boxes,
-    masks). Conservative: True for what it cannot look into.
-    """
-    if isinstance(obj, torch.Tensor):
-        return obj.requires_grad
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, np.ndarray, np.generic)):
-        return False
-    if isinstance(obj, (torch.dtype, torch.device)):
-        return False
-    if depth >= 10:
-        return True
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return any(_may_need_grad(x, depth + 1) for x in obj)
-    if isinstance(obj, dict):
-        return any(_may_need_grad(x, depth + 1) for x in obj.values())
-    if isinstance(obj, nn.Module) or not hasattr(obj, "__dict__"):
-        return True
-    return any(_may_need_grad(x, depth + 1) for x in vars(obj).values())
-
-
-_grad_mode_stack = threading.local()
-
-
-def _enter_frozen_forward(module, args, kwargs):
-    # forward pre-hook: no autograd for a frozen module whose inputs need no gradient (then its
-    # outputs need none either, and running it under no_grad changes no result)
-    stack = _grad_mode_stack.__dict__.setdefault("modes", [])
-    enabled = torch.is_grad_enabled()
-    stack.append(enabled)
-    if enabled and skips_frozen_work(module) and not _may_need_grad((args, kwargs)):
-        torch.set_grad_enabled(False)
-
-
-def _exit_frozen_forward(module, args, kwargs, output):
-    # forward hook, also called when the forward raises: restore the grad mode
-    stack = _grad_mode_stack.__dict__.get("modes")
-    if stack:
-        torch.set_grad_enabled(stack.pop())
-
-
-def run_frozen_without_autograd(model: nn.Module) -> List[nn.Module]:
-    """
-    Make the largest frozen subtrees of ``model`` (:func:`frozen_submodules`; the children of a
-    frozen ModuleList or ModuleDict, which are never called themselves) run under
-    ``torch.no_grad()`` whenever they still have no trainable parameter (checked at each call)
-    and their inputs need no gradient. Gradients to trainable parameters, up- or downstream, are
-    unchanged; no autograd state is kept for the frozen trunk.
-
-    Returns:
-        list[nn.Module]: the modules given the forward hooks that do this.
-    """
-    hooked = []
-    pending = list(frozen_submodules(model))
-    while pending:
-        module = pending.pop(0)
-        if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
-            pending.extend(module.children())
-            continue
-        module.register_forward_pre_hook(_enter_frozen_forward, prepend=True, with_kwargs=True)
-        module.register_forward_hook(_exit_frozen_forward, with_kwargs=True, always_call=True)
-        hooked.append(module)
-    return hooked
-
-
 class AlignmentStageMixin:
     """
     For a meta-architecture (put it before the nn.Module base class): in the alignment stage, its
     parameters are frozen when it is built (call :meth:`setup_alignment_stage` at the end of
     ``__init__``) and ``train()`` keeps the frozen submodules in eval mode, so that their buffers
-    (BatchNorm statistics) never move and they run as at inference; they also run without
-    autograd (:func:`run_frozen_without_autograd`).
+    (BatchNorm statistics) never move and they run as at inference.
     """
 
     alignment_stage = False
@@ -212,7 +139,6 @@ class AlignmentStageMixin:
         self.alignment_stage = enabled
         if enabled:
             freeze_for_alignment_stage(self, trainable)
-            run_frozen_without_autograd(self)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -16,10 +16,10 @@ class DisAlignRCNN(AlignmentStageMixin, GeneralizedRCNN):
     With it on (stage 2) it freezes, when built, every parameter except those stage 2 trains
     (``MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE``: the alignment parameters by default), and its
     ``train()`` keeps the frozen submodules (backbone, RPN, box and mask heads, ...) in eval mode:
-    their buffers never move, the RPN proposes boxes as at inference and computes no loss. The
-    frozen trunk (backbone, RPN, box pooler and box head) runs without autograd, and the ROI heads
-    leave out the losses of frozen heads (mask, box regression): a training step computes only what
-    the trained parameters' loss needs.
+    their buffers never move, the RPN proposes boxes as at inference and computes no loss.
+    Autograd records nothing for the frozen trunk (backbone, RPN, box pooler and box head), and the
+    ROI heads leave out the losses of frozen heads (mask, box regression): a training step computes
+    only what the trained parameters' loss needs.
     """
 
     @configurable

@@ -11,8 +11,7 @@ class _SkipFrozenHeadLosses:
     """
     In training, skip the mask and keypoint branches whose parameters are all frozen (the
     alignment stage): their losses would train nothing (and a frozen head held in eval mode would
-    predict instead). The frozen box branch up to the predictor runs without autograd, see
-    :func:`disalign.alignment.run_frozen_without_autograd`.
+    predict instead).
     """
 
     @staticmethod
