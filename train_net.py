@@ -16,6 +16,7 @@ import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.projects.deeplab import build_lr_scheduler
+from detectron2.utils.logger import setup_logger
 
 from disalign import InputError, add_disalign_config, check_inputs
 from disalign.checkpoint import SafeDetectionCheckpointer
@@ -121,6 +122,9 @@ def main(args, cfg):
 
 def run(args, cfg):
     default_setup(cfg, args)
+    # the project's own messages (GRW class counts, the SEED warning, the fast LVIS evaluator's
+    # tables) reach the console and OUTPUT_DIR/log.txt as detectron2's do
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="disalign")
 
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -287,3 +287,54 @@ def test_negative_seed_is_warned_in_log_txt(stages, tmp_path):
     warning = "SEED is negative: the training stream is random"
     assert "disalign.data.resumable WARNING: " + warning in (tmp_path / "log.txt").read_text()
     assert warning in run.stdout
+
+
+def _logged_table(text, task):
+    """The metrics of the AP table logged for ``task``: {metric: value}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if f"Evaluation results for {task}:" in line)
+    header, values = lines[start + 1], lines[start + 3]  # | AP | AP50 | ..., |:--|, values
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return dict(zip(names, (float(c) for c in values.strip("|").split("|"))))
+
+
+def test_the_project_logs_reach_log_txt_and_the_console(stages):
+    _, stage2, _, second = stages
+    log = (stage2 / "log.txt").read_text()
+    # GRW's class-count summary: images per class of the miniature's training set
+    assert "disalign.grw INFO: GRW class counts by images over ('miniature_lvis_train',)" in log
+    assert "GRW class counts by images" in second.stdout
+    # the fast LVIS evaluator's tables, as detectron2's LVISEvaluator prints them, with the
+    # numbers of eval_results.json
+    results = json.loads((stage2 / "eval_results.json").read_text())
+    assert "disalign.evaluation.lvis INFO: Evaluation results for bbox:" in log
+    for task in ("bbox", "segm"):
+        table = _logged_table(log, task)
+        assert list(table) == ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
+        expected = {metric: results[task][metric] for metric in table}  # NaN: no such objects
+        assert table == pytest.approx(expected, abs=5e-4, nan_ok=True), task
+        assert _logged_table(second.stdout, task) == pytest.approx(table, nan_ok=True)
+
+
+def test_negative_seed_is_warned_in_log_txt(stages, tmp_path):
+    stage1, _, _, _ = stages
+    run = ok(
+        train_net(
+            "--config-file",
+            MINIATURE_DISALIGN,
+            *FAST,
+            "SOLVER.MAX_ITER",
+            1,
+            "SEED",
+            -1,
+            "DATASETS.TEST",
+            "()",
+            "MODEL.WEIGHTS",
+            stage1 / "model_final.pth",
+            "OUTPUT_DIR",
+            tmp_path,
+        )
+    )
+    warning = "SEED is negative: the training stream is random"
+    assert "disalign.data.resumable WARNING: " + warning in (tmp_path / "log.txt").read_text()
+    assert warning in run.stdout
