@@ -9,10 +9,12 @@ OUTPUT_DIR/eval_results.json.
 
 import json
 import os
+import re
 import sys
 import weakref
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.projects.deeplab import build_lr_scheduler
@@ -25,10 +27,10 @@ from disalign.engine import (
     IterationSeedHook,
     OptimizerStateMixin,
     cpu_ddp,
-    torchrun_process_group,
     launch_supports_cpu,
     replace_data_loader,
     started_by_torchrun,
+    torchrun_process_group,
 )
 from disalign.evaluation import build_evaluator
 from disalign.file_io import restored_on_error, write_atomically
@@ -109,8 +111,43 @@ def build_config(args):
     except (KeyError, AssertionError) as e:  # yacs' "Non-existent (config) key: ..."
         raise InputError(f"{args.config_file}: {e.args[0]}") from None
     cfg.freeze()
+    check_device(cfg.MODEL.DEVICE, args.num_gpus)
     check_inputs(cfg, training=not args.eval_only)
     return cfg
+
+
+def check_device(device: str, num_gpus: int):
+    """A CUDA ``device`` needs ``num_gpus`` GPUs that this torch build has kernels for."""
+    if not device.startswith("cuda"):
+        return
+    build = f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        raise InputError(
+            f"MODEL.DEVICE is '{device}' but torch finds no usable GPU ({build}; a missing GPU, or "
+            f"an NVIDIA driver too old for this CUDA); set MODEL.DEVICE cpu, or see README.md, "
+            f"'On a GPU machine'"
+        )
+    if torch.cuda.device_count() < num_gpus:
+        raise InputError(
+            f"--num-gpus {num_gpus} but torch sees {torch.cuda.device_count()} GPU(s) ({build})"
+        )
+    archs = torch.cuda.get_arch_list()  # e.g. ["sm_75", "sm_80", ...]; "compute_XY" is PTX
+    built = [re.fullmatch(r"(sm|compute)_(\d+)(\d)[a-z]?", a) for a in archs]
+    built = [(m[1], int(m[2]), int(m[3])) for m in built if m]
+    for index in range(max(num_gpus, 1)):
+        major, minor = torch.cuda.get_device_capability(index)
+        # a cubin runs on GPUs of its major version and a newer minor one; PTX on any newer GPU
+        if not any(
+            (kind == "sm" and M == major and m <= minor)
+            or (kind == "compute" and (M, m) <= (major, minor))
+            for kind, M, m in built
+        ):
+            name = torch.cuda.get_device_name(index)
+            raise InputError(
+                f"GPU {index} ({name}, compute capability {major}.{minor}) is not supported by "
+                f"{build}, built for {' '.join(archs)}; install a torch build for it "
+                f"(make install TORCH_INDEX=..., see README.md) or set MODEL.DEVICE cpu"
+            )
 
 
 def main(args, cfg):

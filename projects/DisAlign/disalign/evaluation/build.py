@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+import importlib.machinery
+
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 
@@ -7,7 +9,19 @@ from .classification import ClassificationEvaluator
 from .lvis import LVIS_EVAL_BACKENDS, FastLVISEvaluator
 from .sem_seg import LongTailSemSegEvaluator, pixel_ratio_group
 
-__all__ = ["build_evaluator"]
+__all__ = ["build_evaluator", "has_compiled_ops"]
+
+
+def has_compiled_ops() -> bool:
+    """
+    Whether detectron2's compiled extension ``detectron2._C`` is installed, rather than missing
+    or the pure-Python stand-in of ``make install`` (tools/detectron2_C_standin.py).
+    """
+    try:
+        from detectron2 import _C
+    except ImportError:
+        return False
+    return isinstance(getattr(_C, "__loader__", None), importlib.machinery.ExtensionFileLoader)
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: str):
@@ -25,7 +39,10 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
             dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
         )
     if evaluator_type == "coco":
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        # detectron2's fast COCO AP is a compiled op: without the ops, pycocotools' own COCOeval
+        return COCOEvaluator(
+            dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops()
+        )
     if evaluator_type == "classification":
         counts = training_class_counts(
             tuple(cfg.DATASETS.TRAIN), cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, "images"
