@@ -13,6 +13,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.data import (
     DatasetCatalog,
     MetadataCatalog,
@@ -325,3 +326,89 @@ def test_coco_format_dataset_is_evaluated_without_compiled_ops(coco_miniature, t
     missed_name = next(c["name"] for c in coco["categories"] if c["id"] == missed)
     assert results[f"AP-{missed_name}"] == pytest.approx(0.0)
     assert results["AP"] == pytest.approx(100.0 * (len(present) - 1) / len(present))
+
+
+# --- stage 2 from detectron2's LVIS v0.5 model-zoo checkpoints --------------------------------
+
+# detectron2's model-zoo architecture (its configs/Base-RCNN-FPN.yaml and
+# LVISv0.5-InstanceSegmentation/mask_rcnn_*_FPN_1x.yaml), built by detectron2's own classes
+# fmt: off
+D2_ZOO_MASK_RCNN = [
+    "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.MASK_ON", True,
+    "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
+    "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"],
+    "MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"],
+    "MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256], [512]],
+    "MODEL.RPN.IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"],
+    "MODEL.ROI_HEADS.NAME", "StandardROIHeads", "MODEL.ROI_HEADS.NUM_CLASSES", 1230,
+    "MODEL.ROI_HEADS.IN_FEATURES", ["p2", "p3", "p4", "p5"],
+    "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead", "MODEL.ROI_BOX_HEAD.NUM_FC", 2,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 7,
+    "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead", "MODEL.ROI_MASK_HEAD.NUM_CONV", 4,
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14,
+]
+D2_ZOO_BACKBONES = {
+    "R_50": ["MODEL.RESNETS.DEPTH", 50],
+    "R_101": ["MODEL.RESNETS.DEPTH", 101],
+    "X_101_32x8d": ["MODEL.RESNETS.DEPTH", 101, "MODEL.RESNETS.STRIDE_IN_1X1", False,
+                    "MODEL.RESNETS.NUM_GROUPS", 32, "MODEL.RESNETS.WIDTH_PER_GROUP", 8],
+}
+D2_ZOO_URLS = {  # detectron2's model_zoo/model_zoo.py
+    arch: f"LVISv0.5-InstanceSegmentation/mask_rcnn_{arch}_FPN_1x/{model_id}"
+    for arch, model_id in (
+        ("R_50", "144219072/model_final_571f7c.pkl"),
+        ("R_101", "144219035/model_final_824ab5.pkl"),
+        ("X_101_32x8d", "144219108/model_final_5e3439.pkl"),
+    )
+}
+# fmt: on
+
+
+def _from_zoo_config(arch):
+    path = os.path.join(
+        REPO_ROOT, f"configs/LVIS-v0.5/mask_rcnn_{arch}_FPN_1x_disalign_from_zoo.yaml"
+    )
+    return load_config(path, "MODEL.DEVICE", "cpu")
+
+
+@pytest.mark.parametrize("arch", sorted(D2_ZOO_BACKBONES))
+def test_from_zoo_configs_fit_detectron2s_lvis_models(arch):
+    cfg = _from_zoo_config(arch)
+    assert cfg.MODEL.WEIGHTS == "detectron2://" + D2_ZOO_URLS[arch]
+    assert cfg.MODEL.DISALIGN.ALIGNMENT_STAGE and cfg.MODEL.DISALIGN.GRW.ENABLED
+    zoo = get_cfg()
+    zoo.merge_from_list(D2_ZOO_MASK_RCNN + D2_ZOO_BACKBONES[arch] + ["MODEL.DEVICE", "cpu"])
+    assert (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT) == (
+        zoo.MODEL.PIXEL_MEAN,
+        [57.375, 57.120, 58.395] if arch.startswith("X") else zoo.MODEL.PIXEL_STD,
+        zoo.INPUT.FORMAT,
+    )
+    ours = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in build_model(zoo).state_dict().items()}
+    # every parameter of detectron2's model has its name and shape in ours; ours adds only
+    # DisAlign's alignment
+    assert {k: ours.get(k) for k in theirs} == theirs
+    assert set(ours) - set(theirs) == {
+        ALIGNMENT + k for k in ("alpha", "beta", "confidence.weight", "confidence.bias")
+    }
+
+
+def test_from_zoo_config_loads_its_detectron2_url(tmp_path, monkeypatch):
+    """The R-50 config's URL, resolved by detectron2 to its download cache, loads completely."""
+    cfg = _from_zoo_config("R_50")
+    zoo = get_cfg()
+    zoo.merge_from_list(D2_ZOO_MASK_RCNN + D2_ZOO_BACKBONES["R_50"] + ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    zoo_model = build_model(zoo)
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path))
+    cached = tmp_path / "detectron2" / D2_ZOO_URLS["R_50"]
+    assert download_cache_path(cfg.MODEL.WEIGHTS) == str(cached)
+    cached.parent.mkdir(parents=True)
+    weights = {k: v.numpy() for k, v in zoo_model.state_dict().items()}
+    cached.write_bytes(pickle.dumps({"model": weights, "__author__": "Detectron2 Model Zoo"}))
+    del zoo_model
+    model = build_model(cfg)
+    SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], torch.from_numpy(v)) for k, v in weights.items())
+    torch.testing.assert_close(state[ALIGNMENT + "alpha"], torch.ones(1230))  # initial alpha
