@@ -111,7 +111,7 @@ def build_config(args):
     except (KeyError, AssertionError) as e:  # yacs' "Non-existent (config) key: ..."
         raise InputError(f"{args.config_file}: {e.args[0]}") from None
     cfg.freeze()
-    check_device(cfg.MODEL.DEVICE, args.num_gpus)
+    check_device(cfg.MODEL.DEVICE, getattr(args, "num_gpus", 1))  # tools reuse build_config
     check_inputs(cfg, training=not args.eval_only)
     return cfg
 

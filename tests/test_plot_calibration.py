@@ -129,3 +129,17 @@ def test_a_model_without_alignment_is_refused():
     cfg.MODEL.DISALIGN.ALIGNMENT_STAGE = False
     with pytest.raises(ValueError, match="no DistributionAlignment"):
         plot_calibration.gather(cfg, build_model(cfg), max_images=1)
+
+
+def test_default_output_is_in_output_dir_and_images_are_limited(checkpoint, tmp_path):
+    assert plot_calibration.parse_args(["--config-file", "c.yaml"]).max_images == 300
+    data = plot_calibration.main(
+        [
+            *("--config-file", MINIATURE_DISALIGN, "--max-images", "1"),
+            *("MODEL.WEIGHTS", checkpoint[0], "OUTPUT_DIR", str(tmp_path / "run")),
+        ]
+    )
+    assert data.num_images == 1
+    with Image.open(tmp_path / "run" / "calibration.png") as image:
+        assert image.format == "PNG"
+    assert not os.path.exists(os.path.join(REPO_ROOT, "calibration.png"))
