@@ -12,8 +12,8 @@ The validation split is class-balanced (``VAL_INSTANCES_PER_CLASS`` per class), 
 are measured as well as frequent ones.
 
 Both splits are registered in detectron2's DatasetCatalog as ``miniature_lvis_train`` and
-``miniature_lvis_val``, loaded by detectron2's own ``load_lvis_json`` and evaluated by its
-LVISEvaluator (lvis-api), exactly like real LVIS.
+``miniature_lvis_val``, loaded by detectron2's own ``load_lvis_json`` and evaluated as real LVIS
+is: by the project's LVIS evaluator (lvis-api's metrics, see :mod:`disalign.evaluation.lvis`).
 """
 
 import functools
