@@ -28,7 +28,8 @@ $(D2MAIN_SOURCE):
 	@echo "error: $(D2MAIN_SOURCE) not found (set D2MAIN_SOURCE to a detectron2 source archive)"; exit 1
 
 # Baseline Mask R-CNN (stage 1) and its DisAlign alignment (stage 2) on the embedded miniature
-# LVIS dataset, both evaluated; prints the comparison and writes output/demo/results.json.
+# LVIS dataset, both evaluated; prints the comparison and writes output/demo/results.json and
+# output/demo/per_class_ap.png (per-class AP against training frequency, both stages).
 demo: install
 	$(PYTHON) tools/run_demo.py --task detection
 

@@ -9,7 +9,9 @@ The demos: DisAlign's two stages on an embedded miniature dataset, baseline vs D
 1. stage 1: train the baseline and evaluate it;
 2. stage 2: from its model_final.pth, train only DisAlign's alignment (alpha, beta, confidence)
    with GRW, and evaluate;
-3. print Baseline vs DisAlign and write the table to OUTPUT_DIR/results.json.
+3. print Baseline vs DisAlign and write the table to OUTPUT_DIR/results.json;
+4. detection: draw both runs' per-class AP against training frequency into
+   OUTPUT_DIR/per_class_ap.png (tools/plot_per_class_ap.py).
 
 Both stages are plain runs of train_net.py; their commands are printed before they start.
 """
@@ -39,6 +41,7 @@ TASKS = {
         "output": "output/demo",
         "title": "Miniature LVIS val, Mask R-CNN R-18-FPN (AP as lvis-api reports it, 0-100)",
         "select": _lvis,
+        "per_class_plot": "per_class_ap.png",
     },
     "classification": {
         "stage1": "configs/Miniature-LT/resnet18_baseline.yaml",
@@ -70,6 +73,14 @@ def run_stage(name, config, output_dir, opts):
     with open(os.path.join(REPO_ROOT, output_dir, "eval_results.json")) as f:
         results = json.load(f)
     return results, (time.perf_counter() - start) / 60
+
+
+def draw_per_class_ap(stage1_dir, stage2_dir, output):
+    """tools/plot_per_class_ap.py on the two stages' evaluations; raises CalledProcessError."""
+    command = [sys.executable, os.path.join("tools", "plot_per_class_ap.py"), stage1_dir]
+    command += [stage2_dir, "--labels", "Baseline", "DisAlign", "--output", output]
+    print(f"\n=== Per-class AP: {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, cwd=REPO_ROOT, check=True)
 
 
 def _flatten(results, prefix=""):
@@ -129,6 +140,13 @@ def main():
         f"total {total_minutes:.1f} min; table written to "
         f"{os.path.join(output_dir, 'results.json')}"
     )
+    if "per_class_plot" in task:
+        try:
+            draw_per_class_ap(
+                stage1_dir, stage2_dir, os.path.join(output_dir, task["per_class_plot"])
+            )
+        except subprocess.CalledProcessError as e:
+            sys.exit(f"error: the per-class AP plot failed with exit status {e.returncode}")
 
 
 if __name__ == "__main__":
