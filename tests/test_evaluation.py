@@ -1,15 +1,18 @@
 """
-detectron2's LVISEvaluator (lvis-api underneath) on hand-made ground truth and detections whose
-AP can be worked out by hand.
+The project's LVIS evaluator, on both backends (TEST.LVIS_EVAL_BACKEND "fast" and "lvis-api"), on
+hand-made ground truth and detections whose AP can be worked out by hand.
 """
 
 import json
 
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import LVISEvaluator
 from detectron2.structures import Boxes, Instances
+
+import disalign
+from disalign.evaluation import build_evaluator
 
 CATEGORIES = [  # one category per LVIS frequency group
     {"id": 1, "name": "f_class", "frequency": "f", "synset": "f.n.01", "synonyms": [], "def": ""},
@@ -78,8 +81,12 @@ def _instances(detections):
     return inst
 
 
-def test_lvis_evaluator_reports_hand_computed_ap(dataset_name, tmp_path):
-    evaluator = LVISEvaluator(dataset_name, output_dir=str(tmp_path))
+@pytest.mark.parametrize("backend", ["fast", "lvis-api"])
+def test_lvis_evaluator_reports_hand_computed_ap(dataset_name, backend, tmp_path):
+    cfg = get_cfg()
+    disalign.add_disalign_config(cfg)
+    cfg.TEST.LVIS_EVAL_BACKEND = backend
+    evaluator = build_evaluator(cfg, dataset_name, str(tmp_path))
     evaluator.reset()
     # image 1: an exact f_class detection (true positive)
     evaluator.process([{"image_id": 1}], [{"instances": _instances([(0, BOXES[1], 0.9)])}])
@@ -98,3 +105,18 @@ def test_lvis_evaluator_reports_hand_computed_ap(dataset_name, tmp_path):
         assert r["AP"] == pytest.approx(200.0 / 3)
         assert r["AP50"] == pytest.approx(200.0 / 3)
     assert (tmp_path / "lvis_instances_results.json").exists()
+
+    # the same AP per category, with its ground truth count (one object each) and frequency
+    per_category = json.loads((tmp_path / "per_category_ap.json").read_text())
+    assert per_category["dataset"] == dataset_name
+    assert per_category["tasks"] == ["bbox", "segm"]
+    expected_ap = {1: 100.0, 2: 0.0, 3: 100.0}
+    assert [c["id"] for c in per_category["categories"]] == [1, 2, 3]
+    for entry, category in zip(per_category["categories"], CATEGORIES):
+        assert entry["name"] == category["name"]
+        assert entry["frequency"] == category["frequency"]
+        assert entry["train_image_count"] is None  # no "image_count" in this ground truth
+        assert entry["gt_instances"] == 1
+        assert set(entry["AP"]) == {"bbox", "segm"}
+        for task in ("bbox", "segm"):
+            assert entry["AP"][task] == pytest.approx(expected_ap[category["id"]])

@@ -22,6 +22,7 @@ from lvis import LVIS, LVISEval, LVISResults
 
 import disalign
 from disalign.evaluation import FastLVISEvaluator, build_evaluator, fast_lvis
+from disalign.evaluation.lvis import LVISApiEvaluator
 from disalign.evaluation.fast_lvis import evaluate_lvis, lvis_metric_names, main
 
 TOLERANCE = 1e-6
@@ -188,6 +189,73 @@ def test_random_cases_match_lvis_api(seed, tmp_path):
     assert_same_as_lvis_api(tmp_path, gt, segm_results, "segm", max_dets)
 
 
+def lvis_api_category_ap(gt_path, results, iou_type, max_dets=300):
+    """lvis-api's precision array, averaged per category (area "all"); -1 without ground truth."""
+    lvis_gt = LVIS(gt_path)
+    lvis_eval = LVISEval(
+        lvis_gt, LVISResults(lvis_gt, copy.deepcopy(results), max_dets=max_dets), iou_type
+    )
+    lvis_eval.run()
+    precision = lvis_eval.eval["precision"]  # [T, R, K, A]
+    ap = {}
+    for k, category_id in enumerate(lvis_eval.params.cat_ids):
+        values = precision[:, :, k, 0]
+        values = values[values > -1]
+        ap[category_id] = float(np.mean(values)) if values.size else -1.0
+    return ap
+
+
+@pytest.mark.parametrize("seed", range(0, 32, 3))
+def test_per_category_ap_matches_lvis_api_precision(seed, tmp_path):
+    gt, bbox_results, segm_results, max_dets = random_case(seed)
+    gt_path = write_json(tmp_path / "gt.json", gt)
+    for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
+        expected = lvis_api_category_ap(gt_path, results, iou_type, max_dets)
+        metrics, actual = evaluate_lvis(gt_path, results, iou_type, max_dets, per_category=True)
+        assert metrics == evaluate_lvis(gt_path, results, iou_type, max_dets)
+        assert list(actual) == sorted(c["id"] for c in gt["categories"]) == list(expected)
+        for category_id, value in expected.items():
+            assert abs(actual[category_id] - value) <= TOLERANCE, (iou_type, category_id)
+        assert -1 in actual.values() or all(
+            any(a["category_id"] == c for a in gt["annotations"]) for c in actual
+        )
+
+
+@pytest.mark.parametrize("seed", [2, 5, 11])
+@pytest.mark.parametrize("layout", ["dumps", "indented", "compact"])
+def test_results_files_read_in_parts_match_lvis_api(seed, layout, tmp_path, monkeypatch):
+    """A results file is read a few hundred characters at a time here (cuts between objects)."""
+    monkeypatch.setattr(fast_lvis, "_CHUNK_CHARS", 300)
+    gt, bbox_results, segm_results, max_dets = random_case(seed)
+    gt_path = write_json(tmp_path / "gt.json", gt)
+    options = {"dumps": {}, "indented": {"indent": 2}, "compact": {"separators": (",", ":")}}
+    for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
+        path = tmp_path / f"{iou_type}.json"
+        path.write_text(json.dumps(results, **options[layout]))
+        expected = lvis_api_metrics(gt_path, results, iou_type, max_dets)
+        actual = evaluate_lvis(gt_path, str(path), iou_type, max_dets)
+        assert actual == evaluate_lvis(gt_path, results, iou_type, max_dets)
+        for name in expected:
+            assert abs(actual[name] - expected[name]) <= TOLERANCE, (name, iou_type)
+
+
+def test_results_files_of_other_layouts_are_read_whole(tmp_path, monkeypatch):
+    """A string holding the object separator, an empty list; not a list: a one-line error."""
+    monkeypatch.setattr(fast_lvis, "_CHUNK_CHARS", 50)
+    gt, bbox_results, _ = federated_case()
+    gt_path = write_json(tmp_path / "gt.json", gt)
+    tricky = [dict(r, note="}, {" * 20) for r in bbox_results]
+    path = write_json(tmp_path / "tricky.json", tricky)
+    assert evaluate_lvis(gt_path, path, "bbox") == evaluate_lvis(gt_path, bbox_results, "bbox")
+    empty = evaluate_lvis(gt_path, write_json(tmp_path / "empty.json", []), "bbox")
+    assert empty == evaluate_lvis(gt_path, [], "bbox")
+    with pytest.raises(ValueError, match="^results must be a list of dicts, not a dict$"):
+        evaluate_lvis(gt_path, write_json(tmp_path / "dict.json", {"a": 1}), "bbox")
+    (tmp_path / "broken.json").write_text(json.dumps(bbox_results)[:-30])
+    with pytest.raises(ValueError):  # json's own error (a ValueError)
+        evaluate_lvis(gt_path, str(tmp_path / "broken.json"), "bbox")
+
+
 # ---------------------------------------------------------------------------------------------
 # hand-made cases
 
@@ -340,6 +408,56 @@ def test_area_source_follows_the_first_kept_result(capped, tmp_path):
     assert metrics["APs"] == pytest.approx(1.0 if capped else 0.5)
 
 
+def area_bounds_case():
+    """
+    Ground truth and detections whose areas lie exactly on the area ranges' bounds, which are
+    included: 32**2 (small and medium), 96**2 (medium and large), 1e5**2 (all and large); and 0
+    (never evaluated, as lvis-api leaves out areas outside (0, inf)). Each bound changes a metric
+    if it were excluded: an object on it would be ignored there, and a detection on it unmatched
+    would no longer be a false positive.
+    Returns: gt (dict), bbox_results, segm_results (box masks, with their box: box areas).
+    """
+    images = [_image(1, neg=[3]), _image(2, neg=[2])]
+    huge = 1e5  # a 1e5 x 1e5 object: area 1e10, the upper bound (its mask is the whole image)
+    annotations = [
+        _gt_object(1, 1, 1, [10, 10, 32, 32]),  # area 32**2
+        _gt_object(2, 1, 1, [50, 50, 96, 96]),  # area 96**2
+        _gt_object(3, 1, 2, [0, 0, huge, huge]),  # area 1e10
+        _gt_object(4, 2, 1, [20, 20, 32, 32]),  # area 32**2, missed
+        _gt_object(5, 2, 1, [0, 0, 0, 40]),  # area 0: not evaluated
+    ]
+    rows = {
+        1: [
+            (1, [10, 10, 32, 32], 0.9),
+            (1, [100, 0, 32, 32], 0.95),  # area 32**2, unmatched: small and medium FP
+            (1, [50, 50, 96, 96], 0.7),
+            (1, [0, 100, 96, 96], 0.8),  # area 96**2, unmatched: medium and large FP
+            (2, [0, 0, huge, huge], 0.6),
+            (3, [0, 0, huge, huge], 0.65),  # area 1e10 on a negative category: FP in all, large
+        ],
+        2: [(1, [100, 100, 32, 32], 0.85), (1, [0, 0, 0, 40], 0.99)],  # FP; area 0: left out
+    }
+    bbox_results, segm_results = _results(rows)
+    segm_results = [dict(s, bbox=b["bbox"]) for s, b in zip(segm_results, bbox_results)]
+    gt = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    return gt, bbox_results, segm_results
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_areas_on_the_range_bounds_match_lvis_api(iou_type, tmp_path):
+    gt, bbox_results, segm_results = area_bounds_case()
+    areas = sorted({r["bbox"][2] * r["bbox"][3] for r in bbox_results})
+    assert areas == [0.0, 32.0**2, 96.0**2, 1e10]
+    results = bbox_results if iou_type == "bbox" else segm_results
+    metrics = assert_same_as_lvis_api(tmp_path, gt, results, iou_type)
+    # by hand (category 1, small: objects 1 and 4 (32**2), the FP of 0.95 first, then the match
+    # of 0.9 and the FP of 0.85: precision 1/2 up to recall 1/2, 0 beyond)
+    assert metrics["APs"] == pytest.approx(0.5 * 51 / 101)
+    # large: category 1 (object 2, preceded by the 96**2 FP: 1/2), category 2 (the 1e10 object,
+    # found first: 1); category 3 has no ground truth
+    assert metrics["APl"] == pytest.approx((0.5 + 1.0) / 2)
+
+
 def test_evaluation_in_parts_gives_the_same_numbers(monkeypatch):
     """Large evaluations compute box IoUs in parts and accumulate a few thresholds at a time."""
     gt, bbox_results, _, max_dets = random_case(7)
@@ -454,23 +572,51 @@ def test_detectron2_evaluator_reports_what_lvis_evaluator_does(
 ):
     name, gt, bbox_results, segm_results = random_lvis_dataset
     inputs, outputs = _model_outputs(gt, bbox_results, segm_results)
-    results = {}
-    for evaluator_class in (LVISEvaluator, FastLVISEvaluator):
-        output_dir = str(tmp_path / evaluator_class.__name__)
+    results, files = {}, {}
+    for evaluator_class in (LVISEvaluator, FastLVISEvaluator, LVISApiEvaluator):
+        output_dir = tmp_path / evaluator_class.__name__
         evaluator = evaluator_class(
-            name, output_dir=output_dir, max_dets_per_image=max_dets_per_image
+            name, output_dir=str(output_dir), max_dets_per_image=max_dets_per_image
         )
         evaluator.reset()
         for image_input, image_output in zip(inputs, outputs):
             evaluator.process([image_input], [image_output])
         results[evaluator_class] = evaluator.evaluate()
-        assert os.path.exists(os.path.join(output_dir, "lvis_instances_results.json"))
-    expected, actual = results[LVISEvaluator], results[FastLVISEvaluator]
-    assert list(actual) == list(expected) == ["bbox", "segm"]
-    for task in expected:
-        assert list(actual[task]) == list(expected[task])
-        for metric, value in expected[task].items():
-            assert abs(actual[task][metric] - value) <= TOLERANCE, (task, metric)
+        files[evaluator_class] = (output_dir / "lvis_instances_results.json").read_text()
+    expected = results[LVISEvaluator]
+    assert files[FastLVISEvaluator] == files[LVISEvaluator] == files[LVISApiEvaluator]
+    for actual in (results[FastLVISEvaluator], results[LVISApiEvaluator]):
+        assert list(actual) == list(expected) == ["bbox", "segm"]
+        for task in expected:
+            assert list(actual[task]) == list(expected[task])
+            for metric, value in expected[task].items():
+                assert abs(actual[task][metric] - value) <= TOLERANCE, (task, metric)
+
+    # per_category_ap.json: the same from both backends, and lvis-api's precision array's
+    fast, api = (
+        json.loads((tmp_path / c.__name__ / "per_category_ap.json").read_text())
+        for c in (FastLVISEvaluator, LVISApiEvaluator)
+    )
+    assert fast["dataset"] == api["dataset"] == name
+    assert fast["tasks"] == api["tasks"] == ["bbox", "segm"]
+    assert [c["id"] for c in fast["categories"]] == [c["id"] for c in gt["categories"]]
+    json_file = MetadataCatalog.get(name).json_file
+    for task, results_list in (("bbox", bbox_results), ("segm", segm_results)):
+        results_list = [{k: v for k, v in r.items() if k != "bbox"} for r in results_list]
+        if task == "bbox":
+            results_list = [dict(r, bbox=b["bbox"]) for r, b in zip(results_list, bbox_results)]
+        reference = lvis_api_category_ap(json_file, results_list, task, max_dets_per_image or 300)
+        for f, a, category in zip(fast["categories"], api["categories"], gt["categories"]):
+            count = sum(ann["category_id"] == category["id"] for ann in gt["annotations"])
+            assert f["gt_instances"] == a["gt_instances"] == count
+            assert f["frequency"] == a["frequency"] == category["frequency"]
+            assert f["name"] == a["name"] == category["name"]
+            value = reference[category["id"]]
+            if value == -1:
+                assert f["AP"][task] is None and a["AP"][task] is None
+            else:
+                assert abs(f["AP"][task] - 100 * value) <= 100 * TOLERANCE
+                assert abs(a["AP"][task] - 100 * value) <= 100 * TOLERANCE
 
 
 def test_detectron2_evaluator_without_detections_reports_nan(random_lvis_dataset):
@@ -495,7 +641,7 @@ def test_build_evaluator_picks_the_backend(random_lvis_dataset, tmp_path):
     assert cfg.TEST.LVIS_EVAL_BACKEND == "fast"
     assert type(build_evaluator(cfg, name, str(tmp_path))) is FastLVISEvaluator
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis-api"
-    assert type(build_evaluator(cfg, name, str(tmp_path))) is LVISEvaluator
+    assert type(build_evaluator(cfg, name, str(tmp_path))) is LVISApiEvaluator
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"
     with pytest.raises(ValueError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):
         build_evaluator(cfg, name, str(tmp_path))

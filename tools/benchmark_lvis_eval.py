@@ -1,43 +1,49 @@
 #!/usr/bin/env python
 """
-LVIS evaluation speed: lvis-api's LVISEval vs disalign.evaluation.fast_lvis on a synthetic
-LVIS-like workload.
+LVIS evaluation speed and memory: lvis-api's LVISEval vs disalign.evaluation.fast_lvis on a
+synthetic LVIS-like workload, side by side.
 
     python tools/benchmark_lvis_eval.py --images 500 --detections 300 --categories 1230 \
-        --iou-type both --seed 0
+        --iou-type both --repeat 3
+    python tools/benchmark_lvis_eval.py --lvis-v1-val --api-fraction 0.05
 
 The workload imitates LVIS val and a detector's output: LVIS-like image sizes and r/c/f category
 frequencies; about ten polygon-annotated objects of a few positive categories per image, a few
 negative and not-exhaustive categories; a fixed number of scored detections per image, partly
 near the objects, partly on wrong or unverified categories: boxes for bbox, compressed-RLE masks
 (string counts, as detectron2 writes them; without boxes, as detectron2's evaluator hands them to
-lvis-api) for segm. Ground truth and results are written to a temporary folder as JSON files; both
-evaluators read the same files and are timed over the same stages: loading the results file,
-per-image evaluation, accumulation and summary (loading the ground truth is not timed). Their
-metrics must agree within 1e-6 (else the exit status is 1). --profile prints where the fast path
-spends its time (cProfile).
+lvis-api) for segm. Ground truth and results are written to a temporary folder as JSON files
+(image after image, so that the workload is never in memory whole), and each evaluation runs in a
+fresh process that reads them: time over the same stages (reading the results file, per-image
+evaluation, accumulation and summary; not reading the ground truth), CPU time, and peak memory
+(the process's peak resident size minus its size after the imports, so the ground truth counts).
+Their metrics must agree within 1e-6 (else the exit status is 1). --stages prints where the fast
+path spends its time.
+
+--lvis-v1-val is LVIS v1 val's scale: 19,809 images, 1,203 categories (337 rare, 461 common,
+405 frequent), 300 detections per image. lvis-api is then run on the first --api-fraction of the
+images (the same images and detections) and its time and memory extrapolated linearly; the fast
+path is run on both, its metrics compared with lvis-api's on the fraction.
 """
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 import pycocotools.mask as mask_utils
-from lvis import LVIS, LVISEval, LVISResults
 from tabulate import tabulate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "projects", "DisAlign"))
 
-from disalign.evaluation.fast_lvis import evaluate_lvis  # noqa: E402
-
 FREQUENCY_SHARES = {"r": 0.27, "c": 0.38, "f": 0.35}  # LVIS v1: 337 / 461 / 405 categories
+LVIS_V1_VAL = {"images": 19809, "categories": 1203, "frequency_counts": (337, 461, 405)}
 TOLERANCE = 1e-6
 
 
@@ -87,18 +93,26 @@ def _jitter(rng, boxes, width, height):
     return np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
 
 
-def make_workload(num_images, detections_per_image, num_categories, seed, with_masks):
+def write_workload(folder, num_images, detections_per_image, num_categories, seed, iou_types,
+                   frequency_counts=None):
     """
+    Write gt.json and results_{bbox,segm}.json into folder, image after image. Image i's objects
+    and detections depend only on (seed, i) and the categories, so a workload of fewer images is
+    the first images of a larger one.
+
+    Args:
+        frequency_counts (tuple or None): rare / common / frequent category counts; None: drawn
+            with FREQUENCY_SHARES.
     Returns:
-        gt (dict): an LVIS-format ground truth (images, annotations, categories).
-        bbox_results (list[dict]): {"image_id", "category_id", "bbox", "score"} detections.
-        segm_results (list[dict] or None): the same detections with an RLE "segmentation" (string
-            counts, as detectron2 writes it) instead of the box; None unless with_masks.
+        dict: paths ("gt", "bbox", "segm"), and counts (images, objects, detections).
     """
     rng = np.random.default_rng(seed)
-    frequency = rng.choice(
-        list(FREQUENCY_SHARES), size=num_categories, p=list(FREQUENCY_SHARES.values())
-    )
+    if frequency_counts is None:
+        frequency = rng.choice(
+            list(FREQUENCY_SHARES), size=num_categories, p=list(FREQUENCY_SHARES.values())
+        )
+    else:
+        frequency = rng.permutation(np.repeat(["r", "c", "f"], frequency_counts))
     categories = [
         {"id": k + 1, "name": f"category_{k + 1}", "frequency": str(f)}
         for k, f in enumerate(frequency)
@@ -107,8 +121,15 @@ def make_workload(num_images, detections_per_image, num_categories, seed, with_m
     popularity = np.array([{"r": 1.0, "c": 8.0, "f": 60.0}[f] for f in frequency])
     popularity /= popularity.sum()
 
-    images, annotations, bbox_results, segm_results = [], [], [], []
+    paths = {"gt": os.path.join(folder, "gt.json")}
+    files = {}
+    for iou_type in iou_types:
+        paths[iou_type] = os.path.join(folder, f"results_{iou_type}.json")
+        files[iou_type] = open(paths[iou_type], "w")
+        files[iou_type].write("[")
+    images, annotations, num_detections = [], [], 0
     for image_id in range(1, num_images + 1):
+        rng = np.random.default_rng([seed, image_id])
         width, height = int(rng.choice([480, 500, 640])), int(rng.choice([375, 427, 480, 640]))
         num_positive = 1 + rng.poisson(2.5)
         positive = rng.choice(num_categories, size=num_positive, replace=False, p=popularity) + 1
@@ -162,63 +183,114 @@ def make_workload(num_images, detections_per_image, num_categories, seed, with_m
         # detectron2 writes float32 scores and boxes
         scores = scores.astype(np.float32).astype(np.float64).tolist()
         det_boxes = det_boxes.astype(np.float32).astype(np.float64)
-        det_rles = [None] * n
-        if with_masks:
-            det_polygons = _polygons(rng, det_boxes, 16).tolist()
-            det_rles = mask_utils.frPyObjects(det_polygons, height, width)
-        for category_id, box, score, rle in zip(
-            det_categories.tolist(), det_boxes.tolist(), scores, det_rles
-        ):
-            bbox_results.append(
-                {"image_id": image_id, "category_id": category_id, "bbox": box, "score": score}
-            )
-            if with_masks:
+        separator = ", " if num_detections else ""
+        num_detections += n
+        if "bbox" in files:
+            rows = [
+                {"image_id": image_id, "category_id": c, "bbox": box, "score": score}
+                for c, box, score in zip(det_categories.tolist(), det_boxes.tolist(), scores)
+            ]
+            files["bbox"].write(separator + json.dumps(rows)[1:-1])
+        if "segm" in files:
+            det_rles = mask_utils.frPyObjects(_polygons(rng, det_boxes, 16).tolist(), height, width)
+            rows = []
+            for c, score, rle in zip(det_categories.tolist(), scores, det_rles):
                 rle["counts"] = rle["counts"].decode("utf-8")
-                segm_results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": category_id,
-                        "segmentation": rle,
-                        "score": score,
-                    }
+                rows.append(
+                    {"image_id": image_id, "category_id": c, "segmentation": rle, "score": score}
                 )
-    gt = {"images": images, "annotations": annotations, "categories": categories}
-    return gt, bbox_results, segm_results if with_masks else None
+            files["segm"].write(separator + json.dumps(rows)[1:-1])
+    for f in files.values():
+        f.write("]")
+        f.close()
+    with open(paths["gt"], "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    counts = {"images": num_images, "objects": len(annotations), "detections": num_detections}
+    return paths, counts
 
 
-def time_lvis_api(gt_path, results_path, iou_type, max_dets):
+def _rss_mib():
+    """This process's resident size now (MiB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(tool, gt_path, results_path, iou_type, max_dets):
     """
-    lvis-api: load the results, evaluate, accumulate, summarize.
+    One evaluation in this (fresh) process.
 
     Returns:
-        (wall-clock seconds, CPU seconds of this process), metrics
+        dict: wall and CPU seconds, peak memory above the size after the imports (MiB), metrics.
     """
+    from lvis import LVIS, LVISEval, LVISResults
+
+    from disalign.evaluation.fast_lvis import evaluate_lvis
+
+    base = _rss_mib()
     lvis_gt = LVIS(gt_path)
     start, cpu_start = time.perf_counter(), time.process_time()
-    lvis_results = LVISResults(lvis_gt, results_path, max_dets=max_dets)
-    lvis_eval = LVISEval(lvis_gt, lvis_results, iou_type)
-    lvis_eval.params.max_dets = max_dets
-    lvis_eval.evaluate()
-    lvis_eval.accumulate()
-    lvis_eval.summarize()
-    seconds = (time.perf_counter() - start, time.process_time() - cpu_start)
-    return seconds, {k: float(v) for k, v in lvis_eval.get_results().items()}
+    if tool == "lvis-api":
+        lvis_results = LVISResults(lvis_gt, results_path, max_dets=max_dets)
+        lvis_eval = LVISEval(lvis_gt, lvis_results, iou_type)
+        lvis_eval.params.max_dets = max_dets
+        lvis_eval.evaluate()
+        lvis_eval.accumulate()
+        lvis_eval.summarize()
+        metrics = {k: float(v) for k, v in lvis_eval.get_results().items()}
+    else:
+        metrics = evaluate_lvis(lvis_gt, results_path, iou_type, max_dets=max_dets)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"wall": wall, "cpu": cpu, "peak_mib": peak - base, "metrics": metrics}
 
 
-def time_fast(gt_path, results_path, iou_type, max_dets, profile=False):
-    """The fast path, the same stages. Returns (wall-clock, CPU seconds), metrics."""
+def run_measure(tool, gt_path, results_path, iou_type, max_dets):
+    """:func:`measure` in a fresh process (so that peak memory is its own)."""
+    command = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--measure", tool]
+    command += ["--gt", gt_path, "--dt", results_path, "--iou-type", iou_type]
+    command += ["--max-dets", str(max_dets)]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{tool} {iou_type} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def stage_times(gt_path, results_path, iou_type, max_dets):
+    """Where the fast path spends its time: seconds per stage (one run in this process)."""
+    from lvis import LVIS
+
+    from disalign.evaluation import fast_lvis as f
+
     lvis_gt = LVIS(gt_path)
-    profiler = cProfile.Profile() if profile else None
-    start, cpu_start = time.perf_counter(), time.process_time()
-    if profiler:
-        profiler.enable()
-    metrics = evaluate_lvis(lvis_gt, results_path, iou_type, max_dets=max_dets)
-    seconds = (time.perf_counter() - start, time.process_time() - cpu_start)
-    if profiler:
-        profiler.disable()
-        print(f"\n{iou_type}: the fast path's functions by own time")
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
-    return seconds, metrics
+    times, start = {}, time.perf_counter()
+
+    def lap(name):
+        nonlocal start
+        times[name] = time.perf_counter() - start
+        start = time.perf_counter()
+
+    with f._garbage_collection_paused():
+        gt = f._GroundTruth(lvis_gt.dataset, iou_type)
+        lap("ground truth arrays (not timed above)")
+        results = f._read_results(results_path, gt, iou_type, False)
+        lap("reading the results (JSON to arrays)")
+        dt = f._Detections(results, gt, iou_type, max_dets)
+        lap("detection arrays (cap, federated filter, mask areas)")
+        pairs = f._candidate_pairs(dt, gt, iou_type)
+        lap("IoUs of candidate pairs (segm: RLE decoding + pycocotools)")
+        matches = f._match(dt, gt, *pairs)
+        lap("matching")
+        precision, recall = f._accumulate(dt, gt, *matches)
+        f._summarize(precision, recall, gt, max_dets)
+        lap("accumulation and summary")
+    return times
+
+
+def _compare(api, fast):
+    """The largest metric difference (inf if the names differ)."""
+    if set(api) != set(fast):
+        return float("inf")
+    return max(abs(api[k] - fast[k]) for k in api)
 
 
 def main():
@@ -230,52 +302,96 @@ def main():
     parser.add_argument("--max-dets", type=int, default=300, help="max detections per image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best is reported")
-    parser.add_argument("--profile", action="store_true", help="profile the fast path (cProfile)")
+    parser.add_argument(
+        "--lvis-v1-val",
+        action="store_true",
+        help="LVIS v1 val's scale: 19,809 images, 1,203 categories (337 r / 461 c / 405 f)",
+    )
+    parser.add_argument(
+        "--api-fraction",
+        type=float,
+        default=None,
+        help="run lvis-api on this first fraction of the images, extrapolate linearly "
+        "(default: 1, with --lvis-v1-val 0.05)",
+    )
+    parser.add_argument("--stages", action="store_true", help="time the fast path's stages")
+    parser.add_argument("--keep", help="write the workload into this folder and keep it")
+    parser.add_argument("--measure", choices=["lvis-api", "fast"], help=argparse.SUPPRESS)
+    parser.add_argument("--gt", help=argparse.SUPPRESS)
+    parser.add_argument("--dt", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.measure:  # one evaluation, in the process that run_measure started
+        result = measure(args.measure, args.gt, args.dt, args.iou_type, args.max_dets)
+        print(json.dumps(result))
+        return
+
+    frequency_counts = None
+    if args.lvis_v1_val:
+        args.images, args.categories = LVIS_V1_VAL["images"], LVIS_V1_VAL["categories"]
+        frequency_counts = LVIS_V1_VAL["frequency_counts"]
+    fraction = args.api_fraction or (0.05 if args.lvis_v1_val else 1.0)
+    api_images = max(1, int(round(fraction * args.images)))
+    scale = args.images / api_images
     iou_types = ["bbox", "segm"] if args.iou_type == "both" else [args.iou_type]
-    start = time.perf_counter()
-    gt, bbox_results, segm_results = make_workload(
-        args.images, args.detections, args.categories, args.seed, "segm" in iou_types
-    )
-    print(
-        f"workload: {len(gt['images'])} images, {len(gt['categories'])} categories, "
-        f"{len(gt['annotations'])} objects, {len(bbox_results)} detections "
-        f"(made in {time.perf_counter() - start:.1f} s)"
-    )
-    rows, failures = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        gt_path = os.path.join(folder, "gt.json")
-        with open(gt_path, "w") as f:
-            json.dump(gt, f)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.keep or scratch
+        os.makedirs(folder, exist_ok=True)
+        start = time.perf_counter()
+        workload = [args.detections, args.categories, args.seed, iou_types, frequency_counts]
+        full, counts = write_workload(folder, args.images, *workload)
+        part, part_counts = full, counts
+        if api_images < args.images:
+            part_folder = os.path.join(folder, "part")
+            os.makedirs(part_folder, exist_ok=True)
+            part, part_counts = write_workload(part_folder, api_images, *workload)
+        print(
+            f"workload: {counts['images']} images, {args.categories} categories, "
+            f"{counts['objects']} objects, {counts['detections']} detections (written in "
+            f"{time.perf_counter() - start:.0f} s); lvis-api on {api_images} images"
+            + (f", extrapolated x{scale:.2f}" if scale != 1 else "")
+        )
+        rows, failures = [], []
         for iou_type in iou_types:
-            results_path = os.path.join(folder, f"results_{iou_type}.json")
-            with open(results_path, "w") as f:
-                json.dump(bbox_results if iou_type == "bbox" else segm_results, f)
-            runs = [
-                (
-                    time_lvis_api(gt_path, results_path, iou_type, args.max_dets),
-                    time_fast(gt_path, results_path, iou_type, args.max_dets, args.profile),
-                )
-                for _ in range(args.repeat)
-            ]
-            api_wall, api_cpu = (min(api[0][i] for api, _ in runs) for i in (0, 1))
-            fast_wall, fast_cpu = (min(fast[0][i] for _, fast in runs) for i in (0, 1))
-            api_metrics, fast_metrics = runs[0][0][1], runs[0][1][1]
-            worst = max(abs(api_metrics[k] - fast_metrics.get(k, np.inf)) for k in api_metrics)
-            if set(api_metrics) != set(fast_metrics) or worst > TOLERANCE:
+            if args.stages:
+                print(f"\n{iou_type}: the fast path's stages (s), {counts['images']} images")
+                times = stage_times(full["gt"], full[iou_type], iou_type, args.max_dets)
+                print(tabulate(times.items(), headers=["stage", "s"], floatfmt=".2f"))
+            api_runs, fast_runs, fast_part_runs = [], [], []
+            for _ in range(args.repeat):  # alternating, so that both see the same load
+                api_runs.append(run_measure("lvis-api", part["gt"], part[iou_type], iou_type,
+                                            args.max_dets))
+                fast_runs.append(run_measure("fast", full["gt"], full[iou_type], iou_type,
+                                             args.max_dets))
+                if part is not full:
+                    fast_part_runs.append(run_measure("fast", part["gt"], part[iou_type],
+                                                      iou_type, args.max_dets))
+            same_images = fast_part_runs or fast_runs
+            worst = _compare(api_runs[0]["metrics"], same_images[0]["metrics"])
+            if worst > TOLERANCE:
                 failures.append(f"{iou_type}: metrics differ (largest difference {worst:.3g})")
+
+            def best(runs, key):
+                return min(run[key] for run in runs)
+
+            api = {key: best(api_runs, key) * scale for key in ("wall", "cpu", "peak_mib")}
+            fast = {key: best(fast_runs, key) for key in ("wall", "cpu", "peak_mib")}
             rows.append(
                 [
                     iou_type,
-                    f"{api_wall:.2f}",
-                    f"{fast_wall:.2f}",
-                    f"{api_wall / fast_wall:.1f}x",
-                    f"{api_cpu:.2f}",
-                    f"{fast_cpu:.2f}",
-                    f"{api_cpu / fast_cpu:.1f}x",
+                    counts["images"],
+                    f"{api['wall']:.1f}",
+                    f"{fast['wall']:.2f}",
+                    f"{api['wall'] / fast['wall']:.1f}x",
+                    f"{api['cpu']:.1f}",
+                    f"{fast['cpu']:.2f}",
+                    f"{api['cpu'] / fast['cpu']:.1f}x",
+                    f"{api['peak_mib']:.0f}",
+                    f"{fast['peak_mib']:.0f}",
+                    f"{fast['peak_mib'] / api['peak_mib']:.2f}",
                     f"{worst:.1e}",
-                    f"{100 * fast_metrics['AP']:.2f}",
+                    f"{100 * same_images[0]['metrics']['AP']:.2f}",
                 ]
             )
     print(
@@ -283,18 +399,25 @@ def main():
             rows,
             headers=[
                 "iou type",
+                "images",
                 "lvis-api (s)",
                 "fast (s)",
                 "speed-up",
                 "lvis-api CPU (s)",
                 "fast CPU (s)",
                 "CPU speed-up",
+                "lvis-api peak (MiB)",
+                "fast peak (MiB)",
+                "memory ratio",
                 "max |diff|",
                 "AP",
             ],
             tablefmt="pipe",
         )
     )
+    if scale != 1:
+        print(f"lvis-api's numbers: measured on {api_images} images, multiplied by {scale:.2f}")
+    print(f"best of {args.repeat} run(s) each, every evaluation in a fresh process")
     if failures:
         print("\n".join(failures), file=sys.stderr)
         sys.exit(1)

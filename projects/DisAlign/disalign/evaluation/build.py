@@ -2,11 +2,11 @@
 import importlib.machinery
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.evaluation import COCOEvaluator
 
 from ..grw import training_class_counts
 from .classification import ClassificationEvaluator
-from .lvis import LVIS_EVAL_BACKENDS, FastLVISEvaluator
+from .lvis import LVIS_EVAL_BACKENDS, FastLVISEvaluator, LVISApiEvaluator
 from .sem_seg import LongTailSemSegEvaluator, pixel_ratio_group
 
 __all__ = ["build_evaluator", "has_compiled_ops"]
@@ -34,7 +34,7 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
                 f"cfg.TEST.LVIS_EVAL_BACKEND must be one of {', '.join(LVIS_EVAL_BACKENDS)}, "
                 f"not {backend!r}"
             )
-        evaluator_class = FastLVISEvaluator if backend == "fast" else LVISEvaluator
+        evaluator_class = FastLVISEvaluator if backend == "fast" else LVISApiEvaluator
         return evaluator_class(
             dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
         )

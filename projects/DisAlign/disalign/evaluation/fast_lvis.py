@@ -11,16 +11,20 @@ accumulation into C++, but it still walks that grid, computes IoUs one pair at a
 and converts every annotation dict to C++ on each call, which then costs more than the matching
 itself. Here the whole evaluation is array operations over what can matter:
 
-1. Results become flat arrays, one entry per detection (image and category index, score, box or
-   mask). lvis-api's cap of ``max_dets`` detections per image (the top-scored, ties in the order of
-   the results) and LVIS's federated filter (a detection counts only if its category is verified
-   present or absent in its image) are array operations, so that only the detections that are
-   evaluated are read further (their masks decoded, for instance).
+1. Results become flat arrays, one entry per detection (image and category index, score, box),
+   a part at a time: a results file is parsed a few MB of text at a time, and a list in memory
+   is read, never copied, so that the result dicts of a file never exist all at once. Only the
+   masks of detections whose category is verified in their image are kept. lvis-api's cap of
+   ``max_dets`` detections per image (the top-scored, ties in the order of the results) and
+   LVIS's federated filter (a detection counts only if its category is verified present or
+   absent in its image) are array operations, so that only the detections that are evaluated
+   are read further (their masks decoded, for instance).
 2. Candidate pairs: a detection can only match ground truth of its own (image, category) pair
    with IoU >= 0.5. Boxes: the IoUs of all such pairs of the dataset in one vectorised expression
    that rounds exactly like pycocotools' (lvis-api's); masks: one pycocotools call per
-   (image, category) pair, for the detections whose mask area is within a factor 2 of one of the
-   pair's ground truth (IoU <= min(area) / max(area), so the others cannot reach 0.5).
+   image, for the pairs whose mask areas are within a factor 2 (IoU <= min(area) / max(area), so
+   the others cannot reach 0.5); the ground truth polygons of an image are rasterized in one
+   call too.
 3. Matching: lvis-api's greedy matching (in decreasing score order, each detection takes the free
    ground truth with the highest IoU, ground truth not ignored in the area range first) has to go
    detection after detection within an (image, category) pair, but pairs are independent: step r
@@ -37,7 +41,9 @@ itself. Here the whole evaluation is array operations over what can matter:
 Masks go through pycocotools, as in lvis-api, so mask IoUs and areas are the same numbers too.
 Python's cyclic garbage collector is paused meanwhile: reading the results makes many containers,
 and each collection would walk them all again. What remains of the time is mostly reading the
-results JSON, pycocotools' mask IoUs (segm) and the accumulation.
+results JSON (Python's json module: converting the numbers), pycocotools' mask IoUs and areas
+(segm) and the accumulation. The AP of each category (``per_category=True``) is the mean of the
+precision array over IoU and recall thresholds, as from lvis-api's (:func:`category_ap`).
 
 lvis-api's semantics are kept in detail: ground truth and detections with an area outside (0, inf)
 are left out; a ground truth's own ``ignore`` flag is honoured and ``iscrowd`` is not; unmatched
@@ -53,15 +59,16 @@ gives AP 0 where lvis-api fails.
 import argparse
 import contextlib
 import gc
-import itertools
 import json
+import operator
+import re
 import sys
 from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
-__all__ = ["IOU_TYPES", "evaluate_lvis", "lvis_metric_names"]
+__all__ = ["IOU_TYPES", "category_ap", "evaluate_lvis", "lvis_metric_names"]
 
 IOU_TYPES = ("bbox", "segm")
 # lvis-api's numbers (linspace, not arange, so that 0.5 and 0.75 compare equal)
@@ -166,10 +173,36 @@ class _GroundTruth:
             boxes = [ann["bbox"] for ann in self.annotations]
             self.boxes = np.array(boxes, dtype=np.float64).reshape(len(boxes), 4)
 
-    def rle(self, g: int) -> dict:
-        """The mask of annotation g as a compressed RLE (what lvis-api's ``ann_to_rle`` gives)."""
-        i = self.image[g]
-        return _to_rle(self.annotations[g]["segmentation"], self.heights[i], self.widths[i])
+    def rles(self, indices: np.ndarray) -> List[dict]:
+        """
+        The masks of annotations as compressed RLEs (what lvis-api's ``ann_to_rle`` gives).
+
+        Args:
+            indices (ndarray[M] int64): annotation indices, sorted.
+        Returns:
+            list[dict]: M compressed RLEs.
+        """
+        rles = [None] * len(indices)
+        images = self.image[indices]
+        bounds = np.append(np.flatnonzero(np.diff(images, prepend=-1)), len(indices))
+        for first, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            height, width = int(self.heights[images[first]]), int(self.widths[images[first]])
+            polygons, owner = [], []  # an image's polygons, in one pycocotools call
+            for j in range(first, stop):
+                segmentation = self.annotations[indices[j]]["segmentation"]
+                if isinstance(segmentation, list) and all(len(p) > 4 for p in segmentation):
+                    polygons += segmentation
+                    owner += [j] * len(segmentation)
+                else:
+                    rles[j] = _to_rle(segmentation, height, width)
+            if polygons:
+                parts = mask_utils.frPyObjects(polygons, height, width)
+                ends = np.append(np.flatnonzero(np.diff(owner)), len(owner) - 1).tolist()
+                begin = 0
+                for end in ends:  # the polygons of an annotation merged into one mask
+                    rles[owner[end]] = mask_utils.merge(parts[begin : end + 1])
+                    begin = end + 1
+        return rles
 
 
 def _to_rle(segmentation, height: int, width: int) -> dict:
@@ -181,13 +214,16 @@ def _to_rle(segmentation, height: int, width: int) -> dict:
     return segmentation
 
 
-def _number_column(results: Sequence[dict], key: str) -> np.ndarray:
-    """results[i][key] of each result: ndarray[N] float64 (a ValueError names the first bad one)."""
+def _number_column(results: Sequence[dict], key: str, offset: int = 0) -> np.ndarray:
+    """
+    results[i][key] of each result: ndarray[N] float64 (a ValueError names the first bad one, as
+    detection offset + i).
+    """
     try:
         return np.fromiter([r[key] for r in results], dtype=np.float64, count=len(results))
     except (KeyError, TypeError, ValueError):
         pass
-    for i, r in enumerate(results):
+    for i, r in enumerate(results, offset):
         if not isinstance(r, dict):
             raise ValueError(f"detection {i} is a {type(r).__name__}, not a dict")
         if key not in r:
@@ -199,17 +235,164 @@ def _number_column(results: Sequence[dict], key: str) -> np.ndarray:
     raise ValueError(f"malformed '{key}' values")
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, results, key: str, what: str) -> np.ndarray:
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, results, key, what, offset) -> np.ndarray:
     """The index of each id in sorted_ids: ndarray[N] int64; a ValueError for an unknown id."""
     index = np.searchsorted(sorted_ids, ids).clip(max=max(len(sorted_ids) - 1, 0))
     known = sorted_ids[index] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
     if not known.all():
         i = int(np.flatnonzero(~known)[0])
         raise ValueError(
-            f"detection {i} has {key} {results[i][key]!r}, which is not one of the ground truth's "
-            f"{what}"
+            f"detection {offset + i} has {key} {results[i][key]!r}, which is not one of the ground "
+            f"truth's {what}"
         )
     return index.astype(np.int64)
+
+
+_ID_SCORE = operator.itemgetter("image_id", "category_id", "score")
+_BBOX = operator.itemgetter("bbox")
+
+
+class _Results:
+    """
+    The results as columns, N of them in their order, filled a part at a time so that the result
+    dicts of a file never exist all at once. Ids are checked and replaced by indices as they come.
+
+    Attributes:
+        image, category (ndarray[N] int64): the image and category index of each result.
+        score (ndarray[N] float64).
+        has_box, has_mask (ndarray[N] bool): whether it has a "bbox" / a "segmentation".
+        boxes (ndarray[N, 4] float64, XYWH): its "bbox" (NaN where it has none, or a malformed one:
+            ``bad_box``).
+        masks (list): N entries, the "segmentation" of the results that are needed (of a verified
+            (image, category) pair; for segm, or without a "bbox"), None for the others.
+    """
+
+    def __init__(self, gt: _GroundTruth, iou_type: str, mask_areas: bool):
+        self._gt, self._iou_type, self._mask_areas = gt, iou_type, mask_areas
+        self._verified = np.union1d(gt.keys, gt.negative_keys)
+        self._parts = []
+        self.masks = []
+        self.count = 0
+
+    def add(self, results: List[dict]):
+        """Append a part of the results (a list of result dicts; not modified, not kept)."""
+        gt, offset, n = self._gt, self.count, len(results)
+        try:  # one pass for the three numbers
+            numbers = np.array(list(map(_ID_SCORE, results)), dtype=np.float64).reshape(n, 3)
+            image_ids, category_ids, score = numbers.T
+        except (KeyError, TypeError, ValueError):  # for the error message
+            image_ids, category_ids, score = (
+                _number_column(results, key, offset) for key in ("image_id", "category_id", "score")
+            )
+        image = _lookup(gt.image_ids, image_ids, results, "image_id", "images", offset)
+        category = _lookup(
+            gt.category_ids, category_ids, results, "category_id", "categories", offset
+        )
+        finite = np.isfinite(score)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ValueError(
+                f"detection {offset + i} has score {results[i]['score']!r}, not a finite number"
+            )
+        has_mask = np.array(["segmentation" in r for r in results], dtype=bool).reshape(n)
+        boxes = np.full((n, 4), np.nan)
+        if self._mask_areas:  # the boxes left out (detectron2's evaluator drops them for segm)
+            has_box = np.zeros(n, dtype=bool)
+        else:
+            try:  # all with a box of 4 numbers
+                boxes = np.array(list(map(_BBOX, results)), dtype=np.float64).reshape(n, 4)
+                has_box = np.ones(n, dtype=bool)
+            except (KeyError, TypeError, ValueError):
+                has_box = np.array(["bbox" in r for r in results], dtype=bool).reshape(n)
+                for i in np.flatnonzero(has_box).tolist():
+                    try:
+                        boxes[i] = np.array(results[i]["bbox"], dtype=np.float64).reshape(4)
+                    except (TypeError, ValueError):
+                        boxes[i] = np.nan
+        needed = _isin_sorted(image * len(gt.category_ids) + category, self._verified) & has_mask
+        if self._iou_type == "bbox":
+            needed &= ~has_box
+        masks = [None] * n
+        for i in np.flatnonzero(needed).tolist():
+            masks[i] = results[i]["segmentation"]
+        self.masks += masks
+        self._parts.append((image, category, score.copy(), has_box, has_mask, boxes))
+        self.count += n
+
+    def finish(self):
+        """Join the parts into the columns."""
+        columns = [np.concatenate(c) for c in zip(*self._parts)] if self._parts else None
+        if columns is None:
+            columns = [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] + [np.zeros(0, bool)] * 2
+            columns.append(np.zeros((0, 4)))
+        self.image, self.category, self.score, self.has_box, self.has_mask, self.boxes = columns
+        self.bad_box = self.has_box & np.isnan(self.boxes).any(axis=1)
+        self._parts = None
+        return self
+
+
+# json.dump's separator between the result objects, and any other spacing around the comma
+_OBJECT_SEPARATOR, _OBJECT_GAP = "}, {", re.compile(r"\}\s*,\s*\{")
+_CHUNK_CHARS = 1 << 22  # text read at a time
+_LIST_CHUNK = 1 << 16  # results of a list converted at a time
+
+
+class _NotAResultsList(Exception):
+    pass
+
+
+def _result_chunks(path: str):
+    """
+    The result dicts of a JSON file holding a list of them, a few ten thousand at a time (lists
+    of dicts), so that they never exist all at once. The text is cut after an object's "}" that a
+    comma and a "{" follow: a cut that is not between two results (in a string, or in a nested
+    list) leaves an unbalanced or unterminated text, which json rejects (json.JSONDecodeError), as
+    it rejects a file that is not JSON; a file that is not a list raises _NotAResultsList.
+    """
+    with open(path, "r") as f:
+        carry, started = "", False
+        while True:
+            chunk = f.read(_CHUNK_CHARS)
+            text = carry + chunk
+            if not started:
+                text = text.lstrip()
+                if chunk and not text:
+                    continue
+                if not text.startswith("["):
+                    raise _NotAResultsList
+                text, started = text[1:], True
+            if not chunk:  # the rest, with the list's closing bracket
+                yield json.loads("[" + text)
+                return
+            cut = text.rfind(_OBJECT_SEPARATOR)
+            if cut < 0:
+                gaps = list(_OBJECT_GAP.finditer(text))
+                cut = gaps[-1].start() if gaps else -1
+            if cut < 0:
+                carry = text
+                continue
+            yield json.loads("[" + text[: cut + 1] + "]")
+            carry = text[text.index(",", cut) + 1 :]
+
+
+def _read_results(results, gt: _GroundTruth, iou_type: str, mask_areas: bool) -> _Results:
+    """The results (a list of dicts, or a JSON file of one) as :class:`_Results`."""
+    columns = _Results(gt, iou_type, mask_areas)
+    if isinstance(results, str):
+        try:
+            for part in _result_chunks(results):
+                columns.add(part)
+            return columns.finish()
+        except (json.JSONDecodeError, _NotAResultsList):
+            # not the layout json.dump writes: the whole file at once, as json reads it
+            columns = _Results(gt, iou_type, mask_areas)
+            results = _load_json(results)
+    if not isinstance(results, list):
+        raise ValueError(f"results must be a list of dicts, not a {type(results).__name__}")
+    for start in range(0, len(results), _LIST_CHUNK):
+        columns.add(results[start : start + _LIST_CHUNK])
+    return columns.finish()
+
 
 
 def _bbox_iou(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -252,20 +435,10 @@ class _Detections:
             bbox).
     """
 
-    def __init__(self, results: List[dict], gt: _GroundTruth, iou_type: str, max_dets: int):
-        num_results = len(results)
+    def __init__(self, results: _Results, gt: _GroundTruth, iou_type: str, max_dets: int):
+        num_results = results.count
         num_categories = len(gt.category_ids)
-        image_ids = _number_column(results, "image_id")
-        image = _lookup(gt.image_ids, image_ids, results, "image_id", "images")
-        category_ids = _number_column(results, "category_id")
-        category = _lookup(gt.category_ids, category_ids, results, "category_id", "categories")
-        score = _number_column(results, "score")
-        finite = np.isfinite(score)
-        if not finite.all():
-            i = int(np.flatnonzero(~finite)[0])
-            raise ValueError(
-                f"detection {i} has score {results[i]['score']!r}, not a finite number"
-            )
+        image, category, score = results.image, results.category, results.score
 
         # the top max_dets of each image by score, ties in the order of the results
         by_score = np.argsort(-score, kind="stable")
@@ -274,6 +447,7 @@ class _Detections:
         rank = np.empty(num_results, dtype=np.int64)
         rank[by_image] = np.arange(num_results) - image_start
         kept = rank < max_dets
+        del by_score, image_start, rank
 
         # lvis-api reads boxes (and box areas) if its first kept result has a "bbox", else masks;
         # its first kept result is the first result, or the top-scored result of the first
@@ -283,9 +457,10 @@ class _Detections:
             first = 0
             if np.count_nonzero(image == image[0]) > max_dets:
                 first = int(by_image[np.searchsorted(image[by_image], image[0])])
-            box_results = "bbox" in results[first]
-            if not box_results and "segmentation" not in results[first]:
+            box_results = bool(results.has_box[first])
+            if not box_results and not results.has_mask[first]:
                 raise ValueError(f"detection {first} has neither a 'bbox' nor a 'segmentation'")
+        del by_image
 
         # the federated filter: a category counts in an image if verified present or absent
         keys = image * num_categories + category
@@ -293,18 +468,22 @@ class _Detections:
         selected = np.flatnonzero(kept & _isin_sorted(keys, verified))
         order = selected[np.argsort(-score[selected], kind="stable")]
         order = order[np.argsort(keys[order], kind="stable")]
-        picked = [results[i] for i in order.tolist()]
 
         boxes, rles, mask_area = None, None, None
         if box_results:
-            boxes = self._boxes(picked, order)
+            bad = results.bad_box[order] | ~results.has_box[order]
+            if bad.any():
+                i = int(order[np.flatnonzero(bad)[0]])
+                raise ValueError(f"detection {i} has no 'bbox' of 4 numbers")
+            boxes = results.boxes[order]
             area = boxes[:, 2] * boxes[:, 3]
         if iou_type == "segm" or not box_results:
-            rles, mask_area = self._masks(picked, order, image[order], gt, boxes)
+            segmentations = [results.masks[i] for i in order.tolist()]
+            rles, mask_area = self._masks(segmentations, order, image[order], gt, boxes)
         if not box_results:
             area = mask_area
             if iou_type == "bbox":
-                boxes = self._boxes_of_masks(picked, rles)
+                boxes = self._boxes_of_masks(rles, results.boxes[order], results.has_box[order])
         evaluated = (area > 0) & (area < np.inf)
 
         order = order[evaluated]
@@ -321,29 +500,14 @@ class _Detections:
             self.mask_area = mask_area[evaluated]
 
     @staticmethod
-    def _boxes(picked: List[dict], order: np.ndarray) -> np.ndarray:
-        """The "bbox" of each picked result: ndarray[len(picked), 4] float64."""
-        try:
-            boxes = [r["bbox"] for r in picked]
-            if all(len(box) == 4 for box in boxes):
-                flat = np.fromiter(itertools.chain.from_iterable(boxes), np.float64, 4 * len(boxes))
-                return flat.reshape(len(boxes), 4)
-        except (KeyError, TypeError, ValueError):
-            pass
-        for r, i in zip(picked, order.tolist()):
-            try:
-                np.array(r["bbox"], dtype=np.float64).reshape(4)
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"detection {i} has no 'bbox' of 4 numbers") from None
-        raise ValueError("malformed 'bbox' values")
-
-    @staticmethod
-    def _masks(picked, order, image, gt, boxes):
+    def _masks(segmentations, order, image, gt, boxes):
         """
         The mask of each picked result and its area.
 
         Args:
-            image (ndarray[N] int64): the image index of each picked result.
+            segmentations (list): the "segmentation" of each picked result (None if it has none).
+            order (ndarray[N] int64): their indices in the results.
+            image (ndarray[N] int64): their image indices.
             boxes (ndarray[N, 4] or None): their boxes, for box results (whose mask, without a
                 "segmentation", is the box as a polygon, as in lvis-api).
         Returns:
@@ -351,14 +515,13 @@ class _Detections:
             ndarray[N] float64: their areas.
         """
         if boxes is None:  # compressed RLEs, what detectron2 writes and lvis-api reads
-            rles = [r.get("segmentation") for r in picked]
             try:
-                return rles, mask_utils.area(rles).astype(np.float64).reshape(len(rles))
+                area = mask_utils.area(segmentations)
+                return segmentations, area.astype(np.float64).reshape(len(segmentations))
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 pass  # polygons or uncompressed RLEs among them, or a malformed one
         rles = []
-        for j, (r, i) in enumerate(zip(picked, order.tolist())):
-            segmentation = r.get("segmentation")
+        for j, (segmentation, i) in enumerate(zip(segmentations, order.tolist())):
             if segmentation is None and boxes is not None:
                 x1, y1, w, h = boxes[j].tolist()
                 x2, y2 = x1 + w, y1 + h
@@ -374,13 +537,11 @@ class _Detections:
         return rles, area
 
     @staticmethod
-    def _boxes_of_masks(picked: List[dict], rles: List[dict]) -> np.ndarray:
-        """Mask results' boxes: their "bbox", else their mask's: ndarray[N, 4] float64."""
-        boxes = np.array(mask_utils.toBbox(rles) if rles else np.zeros((0, 4)), dtype=np.float64)
-        for j, r in enumerate(picked):
-            if "bbox" in r:
-                boxes[j] = r["bbox"]
-        return boxes.reshape(len(picked), 4)
+    def _boxes_of_masks(rles: List[dict], boxes: np.ndarray, has_box: np.ndarray) -> np.ndarray:
+        """Mask results' boxes: their "bbox" where they have one, else their mask's: [N, 4]."""
+        mask_boxes = mask_utils.toBbox(rles) if rles else np.zeros((0, 4))
+        mask_boxes = np.array(mask_boxes, dtype=np.float64).reshape(len(rles), 4)
+        return np.where(has_box[:, None], boxes, mask_boxes)
 
 
 def _isin_sorted(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
@@ -414,50 +575,55 @@ def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
         parts = np.split(with_gt, np.searchsorted(pair_end, np.arange(part_size, total, part_size)))
         candidates = []
         for dets in parts:
-            pair_count = count[dets]
-            pair_dt = np.repeat(dets, pair_count)
-            first_pair = np.repeat(np.cumsum(pair_count) - pair_count, pair_count)
-            pair_gt = gt_order[start[pair_dt] + np.arange(len(pair_dt)) - first_pair]
+            pair_dt, pair_gt = _expand_pairs(dets, start, count, gt_order)
             pair_iou = _bbox_iou(dt.boxes[pair_dt], gt.boxes[pair_gt])
             candidate = pair_iou >= lowest
             candidates.append((pair_dt[candidate], pair_gt[candidate], pair_iou[candidate]))
         return tuple(np.concatenate(column) for column in zip(*candidates))
 
-    # masks: one pycocotools call per (image, category) pair, on the detections that can reach
-    # IoU 0.5 with one of its ground truth (IoU <= min(area) / max(area))
-    gt_rles, gt_mask_area = {}, np.zeros(len(gt.keys))
-    needed = np.unique(
-        np.concatenate([gt_order[b : b + n] for b, n in zip(start[with_gt], count[with_gt])])
-        if len(with_gt)
-        else np.zeros(0, dtype=np.int64)
-    )
-    for g in needed.tolist():
-        gt_rles[g] = gt.rle(g)
+    # masks: the pairs whose IoU can reach 0.5 (IoU <= min(area) / max(area)), one pycocotools
+    # call per image for them
+    pair_dt, pair_gt = _expand_pairs(with_gt, start, count, gt_order)
+    needed = np.unique(pair_gt)
+    gt_rles = dict(zip(needed.tolist(), gt.rles(needed)))
+    gt_mask_area = np.zeros(len(gt.keys))
     if len(needed):
         gt_mask_area[needed] = mask_utils.area([gt_rles[g] for g in needed.tolist()])
-    runs = np.flatnonzero(np.diff(dt.keys[with_gt], prepend=-1)) if len(with_gt) else []
-    run_bounds = np.append(runs, len(with_gt))
-    pair_dt, pair_gt, pair_iou = [], [], []
-    for first, stop in zip(run_bounds[:-1].tolist(), run_bounds[1:].tolist()):
-        dets = with_gt[first:stop]
-        g = gt_order[start[dets[0]] : start[dets[0]] + count[dets[0]]]
-        dt_area = dt.mask_area[dets, None]
-        comparable = 2 * np.minimum(dt_area, gt_mask_area[g]) >= np.maximum(
-            dt_area, gt_mask_area[g]
-        )
-        dets = dets[comparable.any(axis=1)]
-        if len(dets) == 0:
-            continue
+    dt_area, pair_gt_area = dt.mask_area[pair_dt], gt_mask_area[pair_gt]
+    comparable = 2 * np.minimum(dt_area, pair_gt_area) >= np.maximum(dt_area, pair_gt_area)
+    pair_dt, pair_gt = pair_dt[comparable], pair_gt[comparable]
+    pair_iou = np.zeros(len(pair_dt))
+    pair_image = dt.image[pair_dt]  # dt is sorted by image
+    bounds = np.append(np.flatnonzero(np.diff(pair_image, prepend=-1)), len(pair_dt))
+    for first, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        dets, det_column = np.unique(pair_dt[first:stop], return_inverse=True)
+        objects, object_column = np.unique(pair_gt[first:stop], return_inverse=True)
         ious = mask_utils.iou(
-            [dt.rles[d] for d in dets.tolist()], [gt_rles[j] for j in g.tolist()], [0] * len(g)
+            [dt.rles[d] for d in dets.tolist()],
+            [gt_rles[g] for g in objects.tolist()],
+            [0] * len(objects),
         )
-        rows, cols = np.nonzero(ious >= lowest)  # row-major: by detection, then file order
-        pair_dt.append(dets[rows])
-        pair_gt.append(g[cols])
-        pair_iou.append(ious[rows, cols])
-    if not pair_dt:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
-    return np.concatenate(pair_dt), np.concatenate(pair_gt), np.concatenate(pair_iou)
+        pair_iou[first:stop] = ious[det_column, object_column]
+    candidate = pair_iou >= lowest
+    return pair_dt[candidate], pair_gt[candidate], pair_iou[candidate]
+
+
+def _expand_pairs(dets, start, count, gt_order):
+    """
+    The (detection, ground truth) pairs of the same (image, category) pair.
+
+    Args:
+        dets (ndarray[M] int64): detections (in increasing order).
+        start, count (ndarray[D] int64): where each detection's ground truth starts in gt_order,
+            and how many there are.
+    Returns:
+        pair_dt, pair_gt (ndarray[P] int64): grouped by detection, ground truth in gt_order.
+    """
+    pair_count = count[dets]
+    pair_dt = np.repeat(dets, pair_count)
+    first_pair = np.repeat(np.cumsum(pair_count) - pair_count, pair_count)
+    pair_gt = gt_order[start[pair_dt] + np.arange(len(pair_dt)) - first_pair]
+    return pair_dt, pair_gt
 
 
 def _outside(area: np.ndarray) -> np.ndarray:
@@ -716,7 +882,9 @@ def evaluate_lvis(
     results: Union[str, List[dict]],
     iou_type: str,
     max_dets: int = 300,
-) -> Dict[str, float]:
+    mask_areas: bool = False,
+    per_category: bool = False,
+):
     """
     LVIS AP and AR of detection or instance segmentation results: the metrics of lvis-api's
     ``LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets), iou_type).run()``.
@@ -726,14 +894,19 @@ def evaluate_lvis(
             Not modified.
         results: a list of LVIS / COCO result dicts {"image_id", "category_id", "score", "bbox"
             (XYWH) and / or "segmentation" (compressed RLE)}, or a JSON file of such a list. Not
-            modified.
+            modified, not copied: a file is read a part at a time into arrays.
         iou_type: "bbox" or "segm".
         max_dets: the detections evaluated per image (its top-scored ones).
+        mask_areas: leave the results' "bbox" out, as if they had none, so that mask areas decide
+            the area ranges of mask AP (what detectron2's LVISEvaluator gets by dropping them).
+        per_category: also return the AP of each category.
 
     Returns:
         dict: metric name -> value (0-1 scale, -1 where undefined), lvis-api's names: AP, AP50,
         AP75, APs, APm, APl, APr, APc, APf, AR@{max_dets}, ARs@{max_dets}, ARm@{max_dets},
         ARl@{max_dets}.
+        With per_category, a pair: that dict, and {category id: AP} (0-1 scale, -1 for a category
+        without ground truth), see :func:`category_ap`.
 
     Raises:
         ValueError: for an unknown iou_type, a bad max_dets, or results that do not fit the ground
@@ -753,16 +926,35 @@ def evaluate_lvis(
             dataset = lvis_gt
         else:  # lvis.LVIS
             dataset = lvis_gt.dataset
-        if isinstance(results, str):
-            results = _load_json(results)
-        if not isinstance(results, list):
-            raise ValueError(f"results must be a list of dicts, not a {type(results).__name__}")
-
         gt = _GroundTruth(dataset, iou_type)
-        dt = _Detections(results, gt, iou_type, max_dets)
+        del dataset
+        dt = _Detections(_read_results(results, gt, iou_type, mask_areas), gt, iou_type, max_dets)
         pairs = _candidate_pairs(dt, gt, iou_type)
         precision, recall = _accumulate(dt, gt, *_match(dt, gt, *pairs))
-        return _summarize(precision, recall, gt, max_dets)
+        del dt, pairs
+        metrics = _summarize(precision, recall, gt, max_dets)
+        if not per_category:
+            return metrics
+        ap = category_ap(precision)
+        return metrics, dict(zip(gt.category_ids.astype(np.int64).tolist(), ap.tolist()))
+
+
+def category_ap(precision: np.ndarray) -> np.ndarray:
+    """
+    The AP of each category from lvis-api's precision array (``LVISEval.eval["precision"]``, or
+    this module's, which is the same): the mean of its valid (> -1) entries over the IoU and
+    recall thresholds, area range "all"; -1 where there is none (no ground truth).
+
+    Args:
+        precision (ndarray[T, R, K, A]).
+    Returns:
+        ndarray[K] float64.
+    """
+    values = precision[:, :, :, 0]
+    valid = values > -1
+    count = valid.sum(axis=(0, 1))
+    total = np.where(valid, values, 0.0).sum(axis=(0, 1))
+    return np.where(count > 0, total / np.maximum(count, 1), -1.0)
 
 
 def main(argv=None) -> int:
