@@ -8,6 +8,20 @@ INSTALLED := $(VENV)/.installed
 INSTALL_FILES := requirements.txt setup.cfg pyproject.toml tools/install.sh \
 	tools/install_detectron2.py tools/detectron2_C_standin.py
 
+# Optional, on the command line (see README.md, "On a GPU machine"):
+#   D2_SOURCE=<archive or folder>  build that detectron2 source with its compiled ops (CPU ops,
+#                                  and CUDA ops where a CUDA toolkit is found) instead of 0.6
+#                                  without them; rebuilt when the source's content changes
+#   TORCH_INDEX=<pip index URL>    take torch and torchvision from that index (another CUDA build)
+#   TORCH_PACKAGES="torch==X torchvision==Y"   other versions of both
+# With any of them set, the install step always runs; it rebuilds only what changed.
+D2_SOURCE ?=
+TORCH_INDEX ?=
+TORCH_PACKAGES ?=
+ifneq ($(strip $(D2_SOURCE)$(TORCH_INDEX)$(TORCH_PACKAGES)),)
+.PHONY: $(INSTALLED)
+endif
+
 # a second environment with a current upstream detectron2, built from source with its C++ ops
 D2MAIN_VENV ?= .venv-d2main
 D2MAIN_SOURCE ?= ../shared/vendor/detectron2-main-02b5c4e.tar.gz
@@ -17,7 +31,8 @@ D2MAIN_SOURCE ?= ../shared/vendor/detectron2-main-02b5c4e.tar.gz
 install: $(INSTALLED)
 
 $(INSTALLED): $(INSTALL_FILES)
-	bash tools/install.sh $(VENV)
+	TORCH_INDEX="$(TORCH_INDEX)" TORCH_PACKAGES="$(TORCH_PACKAGES)" \
+		bash tools/install.sh $(VENV) $(D2_SOURCE)
 	touch $@
 
 $(D2MAIN_VENV)/.installed: $(INSTALL_FILES) $(D2MAIN_SOURCE)

@@ -26,6 +26,8 @@ It does nothing when detectron2 already imports (use --force to rebuild).
 import argparse
 import hashlib
 import importlib.util
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,11 @@ SDIST_REQUIREMENT = "pb1-detectron2==0.6"
 SDIST_NAME = "pb1-detectron2-0.6.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 EXTENSION_LINE = "ext_modules=get_extensions(),"
+# where the environment records the detectron2 source it was built from
+SOURCE_STAMP = Path(sys.prefix) / ".detectron2-source"
+# what a source folder's digest ignores: build products and version control
+IGNORED_DIRS = {".git", "build", "dist", "__pycache__"}
+IGNORED_SUFFIXES = (".so", ".pyd", ".pyc", ".o", ".egg-info")
 
 
 def run(cmd):
@@ -82,6 +89,54 @@ def prepare_source(sdist: Path, build_dir: Path) -> Path:
     return source
 
 
+def source_digest(source: Path) -> str:
+    """sha256 of an archive, or of a folder's files (relative paths and contents, build products
+    and .git left out)."""
+    if source.is_file():
+        return sha256(source)
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(
+            d for d in dirs if d not in IGNORED_DIRS and not d.endswith(IGNORED_SUFFIXES)
+        )
+        for name in sorted(files):
+            if name.endswith(IGNORED_SUFFIXES):
+                continue
+            path = Path(root) / name
+            digest.update(str(path.relative_to(source)).encode() + b"\0")
+            digest.update(sha256(path).encode())
+    return digest.hexdigest()
+
+
+def installed_source_digest():
+    """The digest recorded by the last --source build of this environment, or None."""
+    try:
+        return json.loads(SOURCE_STAMP.read_text())["digest"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def cuda_toolkit():
+    """torch's CUDA_HOME when it holds nvcc (a CUDA toolkit to build the CUDA ops), else None."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").exists():
+        return CUDA_HOME
+    return None
+
+
+def copy_source_folder(folder: Path, build_dir: Path) -> Path:
+    """Copy a detectron2 source folder (without build products) into the build directory."""
+    if not (folder / "setup.py").is_file():
+        sys.exit(f"error: '{folder}' holds no setup.py; not a detectron2 source folder")
+    target = build_dir / (folder.name + "-source")
+    if target.exists():
+        shutil.rmtree(target)
+    ignore = shutil.ignore_patterns(*IGNORED_DIRS, *(f"*{s}" for s in IGNORED_SUFFIXES))
+    shutil.copytree(folder, target, ignore=ignore)
+    return target
+
+
 def unpack_source(archive: Path, build_dir: Path) -> Path:
     """Unpack a detectron2 source archive; returns the directory holding its setup.py."""
     if not archive.is_file():
@@ -100,7 +155,9 @@ def unpack_source(archive: Path, build_dir: Path) -> Path:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--build-dir", default=REPO_ROOT / "build" / "detectron2", type=Path)
-    parser.add_argument("--source", type=Path, help="a detectron2 source archive to build instead")
+    parser.add_argument(
+        "--source", type=Path, help="a detectron2 source archive or folder to build with its ops"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if detectron2 imports")
     args = parser.parse_args()
 
@@ -108,16 +165,43 @@ def main():
         sys.exit(
             "error: torch must be installed before detectron2 (pip install -r requirements.txt)"
         )
-    if not args.force and importlib.util.find_spec("detectron2") is not None:
+    installed = importlib.util.find_spec("detectron2") is not None
+    digest = None
+    if args.source:
+        source = args.source.resolve()
+        if not source.exists():
+            sys.exit(f"error: detectron2 source '{args.source}' does not exist")
+        digest = source_digest(source)
+        if not args.force and installed and installed_source_digest() == digest:
+            print(f"detectron2 from {args.source} is already installed; nothing to do")
+            return
+    elif not args.force and installed:
         print("detectron2 is already installed; nothing to do (--force rebuilds it)")
         return
     args.build_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
     if args.source:
-        source = unpack_source(args.source.resolve(), args.build_dir)
+        if source.is_dir():
+            source = copy_source_folder(source, args.build_dir)
+        else:
+            source = unpack_source(source, args.build_dir)
+        cuda_home = cuda_toolkit()
+        if cuda_home:
+            env["FORCE_CUDA"] = "1"  # build the CUDA ops even where no GPU is visible
+            print(f"building detectron2's CPU and CUDA ops (CUDA toolkit: {cuda_home})", flush=True)
+        else:
+            print("no CUDA toolkit found (CUDA_HOME, nvcc): building the CPU ops only", flush=True)
     else:
         source = prepare_source(download_sdist(args.build_dir), args.build_dir)
-    run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", source])
+    SOURCE_STAMP.unlink(missing_ok=True)  # a build that fails half-way leaves no stale record
+    command = [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps"]
+    if args.source:
+        command.append("--force-reinstall")  # the same version number from changed sources
+    print("+", " ".join(str(c) for c in command + [source]), flush=True)
+    subprocess.run([str(c) for c in command + [source]], check=True, env=env)
     run([sys.executable, "-c", "import detectron2.modeling, detectron2.engine"])
+    if digest is not None:
+        SOURCE_STAMP.write_text(json.dumps({"source": str(args.source), "digest": digest}))
 
 
 if __name__ == "__main__":
