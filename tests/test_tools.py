@@ -3,6 +3,7 @@ The helper scripts: the dataset check and the model-zoo tables.
 """
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -21,10 +22,26 @@ def _run(script, *args, env=None):
     )
 
 
+def _lvis_json(path, files, split="val2017"):
+    """A small valid LVIS v1 JSON naming ``files`` of COCO's ``split`` folder."""
+    images = [
+        {"id": i, "coco_url": f"http://images.cocodataset.org/{split}/{f}", "width": 4, "height": 4}
+        for i, f in enumerate(files, 1)
+    ]
+    annotations = [
+        {"id": i, "image_id": i, "category_id": 1, "bbox": [0, 0, 2, 2]} for i in (1, 1, 2)
+    ]
+    categories = [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b"}]
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+
+
 def test_check_datasets_names_each_missing_file(tmp_path):
     (tmp_path / "lvis").mkdir()
-    (tmp_path / "coco").mkdir()
-    (tmp_path / "lvis" / "lvis_v1_val.json").write_text("{}")
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)
+    (tmp_path / "coco" / "val2017" / "000000000001.jpg").write_bytes(b"jpg")
+    _lvis_json(tmp_path / "lvis" / "lvis_v1_val.json", ["000000000001.jpg"])
     result = _run(
         "check_datasets.py",
         "lvis_v1_val",
@@ -33,22 +50,74 @@ def test_check_datasets_names_each_missing_file(tmp_path):
     )
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        "ok: lvis_v1_val",
+        "ok: lvis_v1_val (1 images, 3 annotations, 2 categories)",
         f"missing: dataset 'lvis_v1_train': annotation file '{tmp_path}/lvis/lvis_v1_train.json' "
         f"does not exist (datasets are read from DETECTRON2_DATASETS={tmp_path}; see "
         "datasets/README.md)",
     ]
     config = os.path.join(REPO_ROOT, "configs/LVIS-v1.0/mask_rcnn_R_50_FPN_1x_baseline.yaml")
-    (tmp_path / "lvis" / "lvis_v1_train.json").write_text("{}")
+    (tmp_path / "coco" / "train2017").mkdir()
+    (tmp_path / "coco" / "train2017" / "000000000002.jpg").write_bytes(b"jpg")
+    _lvis_json(tmp_path / "lvis" / "lvis_v1_train.json", ["000000000002.jpg"], "train2017")
     ok = _run(
         "check_datasets.py", "--config-file", config, env={"DETECTRON2_DATASETS": str(tmp_path)}
     )
-    assert ok.returncode == 0 and ok.stdout.split() == [
-        "ok:",
-        "lvis_v1_train",
-        "ok:",
-        "lvis_v1_val",
+    assert ok.returncode == 0 and ok.stdout.splitlines() == [
+        "ok: lvis_v1_train (1 images, 3 annotations, 2 categories)",
+        "ok: lvis_v1_val (1 images, 3 annotations, 2 categories)",
     ]
+
+
+def test_check_datasets_reads_the_files(tmp_path):
+    (tmp_path / "lvis").mkdir()
+    (tmp_path / "coco").mkdir()  # empty
+    env = {"DETECTRON2_DATASETS": str(tmp_path)}
+    val, train = tmp_path / "lvis" / "lvis_v1_val.json", tmp_path / "lvis" / "lvis_v1_train.json"
+    val.write_text("{}")
+    train.write_text('{"images": [')
+    result = _run("check_datasets.py", "lvis_v1_val", "lvis_v1_train", env=env)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        f"bad: dataset 'lvis_v1_val': annotation file '{val}' has no 'images' list",
+        f"bad: dataset 'lvis_v1_val': annotation file '{val}' has no 'annotations' list",
+        f"bad: dataset 'lvis_v1_val': annotation file '{val}' has no 'categories' list",
+        f"bad: dataset 'lvis_v1_val': image directory '{tmp_path}/coco/' is empty",
+    ]
+    assert lines[4].startswith(
+        f"bad: dataset 'lvis_v1_train': annotation file '{train}' is not valid JSON ("
+    )
+    # a folder that does not hold the files the JSON names: the first few are looked for
+    (tmp_path / "coco" / "val2017").mkdir()
+    (tmp_path / "coco" / "val2017" / "000000000001.jpg").write_bytes(b"jpg")
+    _lvis_json(val, ["000000000001.jpg", "000000000002.jpg"])
+    result = _run("check_datasets.py", "lvis_v1_val", env=env)
+    assert result.returncode == 1 and result.stdout.splitlines() == [
+        f"bad: dataset 'lvis_v1_val': image '{tmp_path}/coco/val2017/000000000002.jpg' named by "
+        f"'{val}' does not exist"
+    ]
+
+
+def test_check_datasets_reads_classification_split_files(tmp_path):
+    (tmp_path / "ImageNet_LT").mkdir()
+    (tmp_path / "imagenet" / "val" / "n01").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val" / "n01" / "a.JPEG").write_bytes(b"jpg")
+    (tmp_path / "ImageNet_LT" / "ImageNet_LT_test.txt").write_text(
+        "val/n01/a.JPEG 0\nval/n01/b.JPEG 7\n"
+    )
+    result = _run(
+        "check_datasets.py", "imagenet_lt_test", env={"DETECTRON2_DATASETS": str(tmp_path)}
+    )
+    assert result.returncode == 1 and result.stdout.splitlines() == [
+        f"bad: dataset 'imagenet_lt_test': image '{tmp_path}/imagenet/val/n01/b.JPEG' named by "
+        f"'{tmp_path}/ImageNet_LT/ImageNet_LT_test.txt' does not exist"
+    ]
+    (tmp_path / "imagenet" / "val" / "n01" / "b.JPEG").write_bytes(b"jpg")
+    result = _run(
+        "check_datasets.py", "imagenet_lt_test", env={"DETECTRON2_DATASETS": str(tmp_path)}
+    )
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["ok: imagenet_lt_test (2 images, 2 classes)"]
 
 
 def test_model_zoo_tables_are_current():
@@ -164,3 +233,28 @@ def test_model_zoo_check_names_a_missing_repeated_or_stale_entry(tmp_path):
         "error: configs/model_zoo.yaml lists ADE20K/fcn_R_50_512x512_160k_disalign.yaml, not "
         "found in configs/"
     ]
+
+
+def test_check_datasets_reads_ade20k_folders(tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    images, labels = root / "images" / "validation", root / "annotations_detectron2" / "validation"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    env = {"DETECTRON2_DATASETS": str(tmp_path)}
+    result = _run("check_datasets.py", "ade20k_sem_seg_val", env=env)
+    assert result.returncode == 1 and result.stdout.splitlines() == [
+        f"bad: dataset 'ade20k_sem_seg_val': image directory '{images}' is empty",
+        f"bad: dataset 'ade20k_sem_seg_val': label directory '{labels}' is empty",
+    ]
+    for stem in ("ADE_val_00000001", "ADE_val_00000002"):
+        (images / f"{stem}.jpg").write_bytes(b"jpg")
+    (labels / "ADE_val_00000001.png").write_bytes(b"png")
+    result = _run("check_datasets.py", "ade20k_sem_seg_val", env=env)
+    assert result.stdout.splitlines() == [
+        f"bad: dataset 'ade20k_sem_seg_val': image '{images}/ADE_val_00000002.jpg' has no label "
+        f"map in '{labels}'"
+    ]
+    (labels / "ADE_val_00000002.png").write_bytes(b"png")
+    result = _run("check_datasets.py", "ade20k_sem_seg_val", env=env)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["ok: ade20k_sem_seg_val (2 images, 2 label maps)"]
