@@ -22,12 +22,12 @@ from detectron2.utils.logger import setup_logger
 
 from disalign import InputError, add_disalign_config, check_inputs
 from disalign.checkpoint import SafeDetectionCheckpointer
+from disalign.compat import launch_supports_cpu
 from disalign.data import build_test_loader, build_train_loader
 from disalign.engine import (
     IterationSeedHook,
     OptimizerStateMixin,
     cpu_ddp,
-    launch_supports_cpu,
     replace_data_loader,
     started_by_torchrun,
     torchrun_process_group,

@@ -17,7 +17,7 @@ import pytest
 import torch
 from detectron2.data import MetadataCatalog
 
-from disalign.engine import launch_supports_cpu
+from disalign.compat import launch_supports_cpu
 
 from conftest import (
     MINIATURE_BASELINE,

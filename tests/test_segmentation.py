@@ -91,11 +91,24 @@ def test_pixel_counts_reproduce_a_known_ratio_table_and_are_cached(tmp_path, mon
     name = "known_ratio_table"
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(ignore_label=255)
+    renames = []
+
+    def recording_replace(source, target):  # what reached the cache's name, and from where
+        renames.append((os.path.basename(source), os.path.basename(target), open(source).read()))
+        os.rename(source, target)
+
     try:
-        counts = training_class_counts((name,), 5, "pixels")
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", recording_replace)
+            counts = training_class_counts((name,), 5, "pixels")
         assert counts == [144, 90, 45, 12, 3]
         cached = list((tmp_path / "cache").glob(f"pixel_counts-{name}-*.json"))
         assert len(cached) == 1 and json.loads(cached[0].read_text()) == counts
+        # written completely under a temporary name, then renamed to the cache's name
+        assert len(renames) == 1
+        temporary, final, content = renames[0]
+        assert final == cached[0].name and temporary != final and json.loads(content) == counts
+        assert os.listdir(tmp_path / "cache") == [final]
         cached[0].write_text(json.dumps([1, 2, 3, 4, 5]))  # the cache is what is read next
         assert training_class_counts((name,), 5, "pixels") == [1, 2, 3, 4, 5]
     finally:
@@ -179,10 +192,20 @@ def test_train_net_two_stages(tmp_path):
             tmp_path / "s2",
         )
     )
+    # the group means are the means of detectron2's per-class IoU / accuracy over each group's
+    # classes that have pixels in the val set (NaN per-class values)
+    counts = training_class_counts(("miniature_seg_train",), 36, "pixels")
+    groups = np.array([pixel_ratio_group(n / sum(counts)) for n in counts])
+    names = MetadataCatalog.get("miniature_seg_val").stuff_classes
     for stage in ("s1", "s2"):
         results = json.loads((tmp_path / stage / "eval_results.json").read_text())["sem_seg"]
-        for key in ("mIoU", "mAcc", "mIoU_head", "mIoU_body", "mIoU_tail", "mAcc_tail"):
-            assert 0.0 <= results[key] <= 100.0
+        iou = np.array([results[f"IoU-{n}"] for n in names], dtype=float)
+        acc = np.array([results[f"ACC-{n}"] for n in names], dtype=float)
+        assert results["mIoU"] == pytest.approx(np.nanmean(iou))
+        assert results["mAcc"] == pytest.approx(np.nanmean(acc))
+        for group in ("head", "body", "tail"):
+            assert results[f"mIoU_{group}"] == pytest.approx(np.nanmean(iou[groups == group]))
+            assert results[f"mAcc_{group}"] == pytest.approx(np.nanmean(acc[groups == group]))
     s1, s2 = (torch.load(tmp_path / s / "model_final.pth")["model"] for s in ("s1", "s2"))
     assert set(s2) - set(s1) == {
         f"sem_seg_head.alignment.{n}"

@@ -13,12 +13,12 @@ parameters (the losses of frozen heads), asking :func:`skips_frozen_work`.
 
 from typing import Iterator, List
 
+from detectron2.config import configurable
 from torch import nn
 
 from .layers import DistributionAlignment
 
 __all__ = [
-    "ALIGNMENT_STAGE_TRAINABLE_CHOICES",
     "AlignmentStageMixin",
     "alignment_parameter_names",
     "freeze_for_alignment_stage",
@@ -30,9 +30,6 @@ __all__ = [
 # The savings of the alignment stage (no losses for frozen heads) change no result. Setting this private switch to False turns them off, for checking that.
 _SKIP_FROZEN_WORK = True
 
-# what stage 2 trains: "alignment" (alpha, beta, confidence: DisAlign) or "classifier" (also the
-# base classifier, e.g. re-trained with GRW and no calibration)
-ALIGNMENT_STAGE_TRAINABLE_CHOICES = ("alignment", "classifier")
 
 
 def alignment_parameter_names(model: nn.Module) -> List[str]:
@@ -66,11 +63,6 @@ def freeze_for_alignment_stage(model: nn.Module, trainable: str = "alignment") -
     Returns:
         list[str]: the names of the parameters left trainable.
     """
-    if trainable not in ALIGNMENT_STAGE_TRAINABLE_CHOICES:
-        raise ValueError(
-            f"MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE must be one of "
-            f"{ALIGNMENT_STAGE_TRAINABLE_CHOICES}, got '{trainable}'"
-        )
     names = alignment_parameter_names(model)
     if trainable == "classifier":
         names += _classifier_parameter_names(model)
@@ -115,12 +107,35 @@ def frozen_submodules(model: nn.Module) -> Iterator[nn.Module]:
 class AlignmentStageMixin:
     """
     For a meta-architecture (put it before the nn.Module base class): in the alignment stage, its
-    parameters are frozen when it is built (call :meth:`setup_alignment_stage` at the end of
-    ``__init__``) and ``train()`` keeps the frozen submodules in eval mode, so that their buffers
-    (BatchNorm statistics) never move and they run as at inference.
+    parameters are frozen when it is built and ``train()`` keeps the frozen submodules in eval
+    mode, so that their buffers (BatchNorm statistics) never move and they run as at inference.
+
+    Before a detectron2 meta-architecture whose ``__init__`` builds the whole model, the mixin's
+    configurable ``__init__`` adds the arguments ``alignment_stage`` and
+    ``alignment_stage_trainable`` (from ``cfg.MODEL.DISALIGN``) and freezes after the base class
+    has built everything. A model that builds itself differently calls
+    :meth:`setup_alignment_stage` at the end of its own ``__init__``.
     """
 
     alignment_stage = False
+
+    @configurable
+    def __init__(
+        self, *, alignment_stage: bool = False, alignment_stage_trainable: str = "alignment", **kwargs
+    ):
+        """
+        Args:
+            alignment_stage (bool): build the model for the alignment stage (stage 2).
+            alignment_stage_trainable (str): what stage 2 trains, see
+                :func:`freeze_for_alignment_stage`.
+            kwargs: the base class' arguments.
+        """
+        super().__init__(**kwargs)
+        self.setup_alignment_stage(alignment_stage, alignment_stage_trainable)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {**super().from_config(cfg), **cls.alignment_stage_config(cfg)}
 
     @staticmethod
     def alignment_stage_config(cfg) -> dict:

@@ -25,6 +25,7 @@ from detectron2.checkpoint.c2_model_loading import convert_c2_detectron_names
 from detectron2.utils.file_io import Detectron2Handler, PathManager
 from iopath.common.file_io import get_cache_dir
 
+from .compat import forget_failed_url
 from .file_io import write_atomically
 from .validation import InputError
 
@@ -88,9 +89,8 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"MODEL.WEIGHTS: cannot download '{path}' ({reason}); without internet, copy "
                 f"the file to {download_cache_path(path)}"
             ) from None
-        finally:  # current detectron2 leaves this set when loading fails, refusing the next load
-            if getattr(self, "_parsed_url_during_load", None) is not None:
-                self._parsed_url_during_load = None
+        finally:
+            forget_failed_url(self)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:

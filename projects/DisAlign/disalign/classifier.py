@@ -19,9 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .alignment import AlignmentStageMixin
-from .fast_rcnn import CLS_HEAD_CHOICES
 from .grw import GRWCrossEntropy, grw_loss_from_config
-from .layers import CosineClassifier, DistributionAlignment, build_alignment
+from .layers import DistributionAlignment, build_alignment, build_cls_head
 
 __all__ = ["DisAlignImageClassifier"]
 
@@ -70,14 +69,7 @@ class DisAlignImageClassifier(AlignmentStageMixin, nn.Module):
         self.backbone = backbone
         self.in_feature = in_feature
         in_channels = backbone.output_shape()[in_feature].channels
-        if cls_head == "cosine":
-            self.cls_score = CosineClassifier(in_channels, num_classes, cosine_scale)
-        elif cls_head == "dot":
-            self.cls_score = nn.Linear(in_channels, num_classes)
-            nn.init.normal_(self.cls_score.weight, std=0.01)
-            nn.init.constant_(self.cls_score.bias, 0.0)
-        else:
-            raise ValueError(f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}")
+        self.cls_score = build_cls_head(cls_head, in_channels, num_classes, cosine_scale)
         self.alignment = alignment
         self.grw = grw
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """
-Training-loop pieces for exact resumption and for multi-process training on the CPU, and the one
-place that absorbs the differences between detectron2 0.6 and current detectron2 in them.
+Training-loop pieces for exact resumption and for multi-process training on the CPU (the
+differences between detectron2 versions they meet are in :mod:`disalign.compat`).
 
 * :class:`IterationSeedHook` reseeds the random generators before every iteration from
   ``(cfg.SEED, iteration, rank)``, so that what a model draws at iteration ``k`` (e.g. the ROI
@@ -15,15 +15,13 @@ place that absorbs the differences between detectron2 0.6 and current detectron2
 * :func:`cpu_ddp` lets detectron2's ``DefaultTrainer`` wrap a CPU model in
   ``DistributedDataParallel`` (its ``create_ddp_model`` always passes ``device_ids``, which torch
   refuses for CPU modules).
-* :func:`launch_supports_cpu` / :func:`init_distributed_from_torchrun`: current detectron2's
-  ``launch`` starts CPU processes with the gloo backend; detectron2 0.6's requires CUDA. There,
-  processes are started by PyTorch's own launcher, ``torchrun``, and joined here to
+* :func:`init_distributed_from_torchrun`: current detectron2's ``launch`` starts CPU processes
+  with the gloo backend; detectron2 0.6's requires CUDA (see
+  :func:`disalign.compat.launch_supports_cpu`). There, processes are started by PyTorch's own launcher, ``torchrun``, and joined here to
   torch.distributed (gloo on the CPU) and detectron2's local process group.
 """
 
 import contextlib
-import importlib
-import inspect
 import os
 from unittest import mock
 
@@ -34,6 +32,11 @@ from detectron2.engine import defaults as detectron2_defaults
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
+from .compat import (
+    TRAINER_SAVES_OPTIMIZER,
+    create_local_process_group,
+    set_data_loader_iterator,
+)
 from .data.resumable import derived_seed
 
 __all__ = [
@@ -41,7 +44,6 @@ __all__ = [
     "OptimizerStateMixin",
     "cpu_ddp",
     "init_distributed_from_torchrun",
-    "launch_supports_cpu",
     "replace_data_loader",
     "started_by_torchrun",
 ]
@@ -60,17 +62,15 @@ class IterationSeedHook(HookBase):
 class OptimizerStateMixin:
     """For a DefaultTrainer subclass: its checkpoints hold the inner trainer's (optimizer) state."""
 
-    _SAVES_OPTIMIZER = "state_dict" in DefaultTrainer.__dict__  # current detectron2
-
     def state_dict(self):
         ret = super().state_dict()
-        if not self._SAVES_OPTIMIZER:
+        if not TRAINER_SAVES_OPTIMIZER:
             ret["_trainer"] = self._trainer.state_dict()
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        if not self._SAVES_OPTIMIZER and "_trainer" in state_dict:
+        if not TRAINER_SAVES_OPTIMIZER and "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
 
 
@@ -81,11 +81,7 @@ def replace_data_loader(simple_trainer, data_loader):
     an iteration would shift that iteration's draws (current detectron2 makes it lazily, at the
     first step of the run, which is another iteration for a resumed run than for a fresh one).
     """
-    simple_trainer.data_loader = data_loader
-    if hasattr(simple_trainer, "_data_loader_iter_obj"):  # current detectron2
-        simple_trainer._data_loader_iter_obj = iter(data_loader)
-    else:  # detectron2 0.6
-        simple_trainer._data_loader_iter = iter(data_loader)
+    set_data_loader_iterator(simple_trainer, data_loader)
 
 
 @contextlib.contextmanager
@@ -102,13 +98,6 @@ def cpu_ddp():
         yield
 
 
-def launch_supports_cpu() -> bool:
-    """Whether the installed detectron2's ``launch`` starts CPU processes (gloo backend)."""
-    # (detectron2.engine re-exports the function ``launch`` under the module's name)
-    worker = importlib.import_module("detectron2.engine.launch")._distributed_worker
-    return "GLOO" in inspect.getsource(worker).upper()
-
-
 def started_by_torchrun() -> bool:
     """Whether this process was started by ``torchrun`` (torch.distributed's launcher)."""
     return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
@@ -121,15 +110,7 @@ def init_distributed_from_torchrun(device: str):
     """
     backend = "gloo" if device == "cpu" else "nccl"
     dist.init_process_group(backend=backend, init_method="env://")
-    local_world_size = int(os.environ["LOCAL_WORLD_SIZE"])
-    if hasattr(comm, "create_local_process_group"):  # current detectron2
-        comm.create_local_process_group(local_world_size)
-    else:  # detectron2 0.6: what its launch does
-        machine = dist.get_rank() // local_world_size
-        for i in range(dist.get_world_size() // local_world_size):
-            group = dist.new_group(list(range(i * local_world_size, (i + 1) * local_world_size)))
-            if i == machine:
-                comm._LOCAL_PROCESS_GROUP = group
+    create_local_process_group(int(os.environ["LOCAL_WORLD_SIZE"]))
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     comm.synchronize()

@@ -20,12 +20,11 @@ from detectron2.modeling.roi_heads.fast_rcnn import (
 )
 
 from .alignment import skips_frozen_work
+from .compat import requests_sigmoid_or_federated_loss
 from .grw import GRWCrossEntropy, grw_loss_from_config
-from .layers import CosineClassifier, DistributionAlignment, build_alignment
+from .layers import DistributionAlignment, build_alignment, build_cls_head
 
-__all__ = ["CLS_HEAD_CHOICES", "DisAlignFastRCNNOutputLayers"]
-
-CLS_HEAD_CHOICES = ("dot", "cosine")
+__all__ = ["DisAlignFastRCNNOutputLayers"]
 
 
 class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -66,12 +65,8 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         if isinstance(input_shape, int):
             input_shape = ShapeSpec(channels=input_shape)
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
-        if cls_head == "cosine":
-            self.cls_score = CosineClassifier(input_size, self.num_classes + 1, cosine_scale)
-        elif cls_head not in CLS_HEAD_CHOICES:
-            raise ValueError(
-                f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}, got '{cls_head}'"
-            )
+        if cls_head != "dot":  # "dot" is detectron2's own nn.Linear, initialised by it
+            self.cls_score = build_cls_head(cls_head, input_size, self.num_classes + 1, cosine_scale)
         self.alignment = alignment
         if grw is not None and (grw.num_classes, grw.num_unweighted) != (self.num_classes, 1):
             raise ValueError(f"the GRW loss must cover {self.num_classes} classes + background")
@@ -79,9 +74,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        # USE_SIGMOID_CE and USE_FED_LOSS exist only in detectron2 newer than 0.6
-        box_head_cfg = cfg.MODEL.ROI_BOX_HEAD
-        if box_head_cfg.get("USE_SIGMOID_CE", False) or box_head_cfg.get("USE_FED_LOSS", False):
+        if requests_sigmoid_or_federated_loss(cfg):
             raise ValueError(
                 "DisAlign's box predictor uses softmax cross-entropy: set "
                 "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE and USE_FED_LOSS to False"

@@ -36,9 +36,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COUNT_BY_CHOICES = ("images", "instances", "pixels")
 # how the weighted cross-entropy is averaged (MODEL.DISALIGN.GRW.REDUCTION)
-REDUCTION_CHOICES = ("weighted_mean", "mean")
 
 
 def grw_class_weights(class_counts: Sequence[float], rho: float) -> torch.Tensor:
@@ -91,8 +89,6 @@ class GRWCrossEntropy:
             reduction (str): "weighted_mean" (divide by the summed target weights) or "mean"
                 (divide by the number of target elements, ignored ones included).
         """
-        if reduction not in REDUCTION_CHOICES:
-            raise ValueError(f"GRW reduction must be one of {REDUCTION_CHOICES}, got '{reduction}'")
         self.reduction = reduction
         self.rho = rho
         self.num_classes = num_classes
@@ -274,8 +270,6 @@ def training_class_counts(
     """
     if not dataset_names:
         raise ValueError("GRW needs class counts, but cfg.DATASETS.TRAIN is empty")
-    if count_by not in COUNT_BY_CHOICES:
-        raise ValueError(f"count_by must be one of {COUNT_BY_CHOICES}, got '{count_by}'")
     counts = [0] * num_classes
     for name in dataset_names:
         dicts = DatasetCatalog.get(name)

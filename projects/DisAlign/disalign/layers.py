@@ -20,10 +20,17 @@ from fvcore.nn import weight_init
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CosineClassifier", "DistributionAlignment", "NormalizedConfidence", "build_alignment"]
+from .config import CLS_HEAD_CHOICES
+
+__all__ = [
+    "CosineClassifier",
+    "DistributionAlignment",
+    "NormalizedConfidence",
+    "build_alignment",
+    "build_cls_head",
+]
 
 # normalisations the confidence layer may have (MODEL.DISALIGN.CONFIDENCE_NORM; "" is none)
-CONFIDENCE_NORM_CHOICES = ("", "BN", "SyncBN", "naiveSyncBN")
 
 
 class CosineClassifier(nn.Module):
@@ -77,8 +84,6 @@ class NormalizedConfidence(nn.Module):
             norm (str): "BN", "SyncBN" or "naiveSyncBN" (detectron2's ``get_norm``), over 1 channel.
         """
         super().__init__()
-        if norm not in CONFIDENCE_NORM_CHOICES or not norm:
-            raise ValueError(f"confidence norm must be one of {CONFIDENCE_NORM_CHOICES[1:]}")
         self.conv = nn.Conv2d(in_features, 1, kernel_size=1, bias=False)
         weight_init.c2_msra_fill(self.conv)
         self.norm = get_norm(norm, 1)
@@ -200,6 +205,29 @@ class DistributionAlignment(nn.Module):
             f"num_aligned={self.num_aligned}, magnitude={self.alpha is not None}, "
             f"margin={self.beta is not None}, confidence={self.confidence is not None}"
         )
+
+
+def build_cls_head(cls_head: str, in_features: int, num_outputs: int, cosine_scale: float) -> nn.Module:
+    """
+    The classifier head z = f(x) of ``MODEL.DISALIGN.CLS_HEAD``: "dot", an nn.Linear with weights
+    ~ N(0, 0.01^2) and zero bias (as detectron2 initialises its box classifier), or "cosine", a
+    :class:`CosineClassifier` with initial scale ``cosine_scale``.
+
+    Args:
+        in_features (int): D.
+        num_outputs (int): C.
+
+    Returns:
+        nn.Module: maps (R, D) features to (R, C) logits.
+    """
+    if cls_head == "cosine":
+        return CosineClassifier(in_features, num_outputs, cosine_scale)
+    if cls_head != "dot":
+        raise ValueError(f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}, got '{cls_head}'")
+    head = nn.Linear(in_features, num_outputs)
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.constant_(head.bias, 0.0)
+    return head
 
 
 def build_alignment(cfg, num_aligned: int, in_features: int) -> Optional[DistributionAlignment]:

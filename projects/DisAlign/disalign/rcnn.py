@@ -1,5 +1,4 @@
 # -*- coding: utf-8 -*-
-from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
 from .alignment import AlignmentStageMixin
@@ -21,26 +20,3 @@ class DisAlignRCNN(AlignmentStageMixin, GeneralizedRCNN):
     ROI heads leave out the losses of frozen heads (mask, box regression): a training step computes
     only what the trained parameters' loss needs.
     """
-
-    @configurable
-    def __init__(
-        self,
-        *,
-        alignment_stage: bool = False,
-        alignment_stage_trainable: str = "alignment",
-        **kwargs,
-    ):
-        """
-        Args:
-            alignment_stage (bool): build the model for the alignment stage (stage 2).
-            alignment_stage_trainable (str): what stage 2 trains, see
-                :func:`disalign.alignment.freeze_for_alignment_stage`.
-            kwargs: as for detectron2's GeneralizedRCNN.
-        """
-        super().__init__(**kwargs)
-        self.setup_alignment_stage(alignment_stage, alignment_stage_trainable)
-
-    @classmethod
-    def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        return {**ret, **cls.alignment_stage_config(cfg)}

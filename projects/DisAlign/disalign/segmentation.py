@@ -37,28 +37,28 @@ class DisAlignSemanticSegmentor(AlignmentStageMixin, SemanticSegmentor):
     everything but the head's alignment parameters is frozen and held in eval mode.
     """
 
-    @configurable
-    def __init__(
-        self,
-        *,
-        alignment_stage: bool = False,
-        alignment_stage_trainable: str = "alignment",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.setup_alignment_stage(alignment_stage, alignment_stage_trainable)
-
-    @classmethod
-    def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        return {**ret, **cls.alignment_stage_config(cfg)}
-
 
 def _segmentation_loss(logits, targets, grw: Optional[GRWCrossEntropy], ignore_value):
     """Cross-entropy of (N, K, H, W) logits, GRW-weighted when ``grw`` is given."""
     if grw is not None:
         return grw(logits, targets, ignore_index=ignore_value)
     return F.cross_entropy(logits, targets, ignore_index=ignore_value)
+
+
+def _classify_and_align(head: nn.Module, y: torch.Tensor, classifier_input=None) -> torch.Tensor:
+    """
+    A segmentation head's last step: the logits z of its 1x1 classifier ``head.cls_score`` (of
+    ``classifier_input``, e.g. after dropout, else of ``y``), aligned by ``head.alignment`` (when
+    set), whose confidence reads the features ``y``.
+
+    Args:
+        y: features of shape (N, D, h, w).
+
+    Returns:
+        Tensor: shape (N, K, h, w).
+    """
+    logits = head.cls_score(y if classifier_input is None else classifier_input)
+    return logits if head.alignment is None else head.alignment(logits, y)
 
 
 def _check_dot_head(cfg):
@@ -151,10 +151,7 @@ class DisAlignFCNHead(nn.Module):
             Tensor: the (aligned) logits at the head's resolution, shape (N, K, h, w).
         """
         y = self.convs(features[self.in_feature])  # (N, D, h, w)
-        logits = self.cls_score(self.dropout(y))
-        if self.alignment is not None:
-            logits = self.alignment(logits, y)
-        return logits
+        return _classify_and_align(self, y, self.dropout(y))
 
     def forward(self, features, targets=None):
         """
@@ -219,10 +216,7 @@ class DisAlignDeepLabV3PlusHead(DeepLabV3PlusHead):
             Tensor: the (aligned) logits at the decoder's resolution, shape (N, K, h, w).
         """
         y = self.layers(features)  # (N, D, h, w), the decoder's output
-        logits = self.cls_score(y)
-        if self.alignment is not None:
-            logits = self.alignment(logits, y)
-        return logits
+        return _classify_and_align(self, y)
 
     def forward(self, features, targets=None):
         """

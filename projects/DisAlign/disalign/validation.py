@@ -15,10 +15,13 @@ from typing import Dict, List, Sequence
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .alignment import ALIGNMENT_STAGE_TRAINABLE_CHOICES
-from .fast_rcnn import CLS_HEAD_CHOICES
-from .grw import COUNT_BY_CHOICES, REDUCTION_CHOICES
-from .layers import CONFIDENCE_NORM_CHOICES
+from .config import (
+    ALIGNMENT_STAGE_TRAINABLE_CHOICES,
+    CLS_HEAD_CHOICES,
+    CONFIDENCE_NORM_CHOICES,
+    COUNT_BY_CHOICES,
+    REDUCTION_CHOICES,
+)
 
 __all__ = [
     "InputError",

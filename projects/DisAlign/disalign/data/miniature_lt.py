@@ -19,7 +19,13 @@ import numpy as np
 from PIL import Image
 
 from .classification import load_split_file, register_classification_dataset
-from .synthetic import CLASS_NAMES, draw_shapes, ensure_generated
+from .synthetic import (
+    CLASS_NAMES,
+    draw_shapes,
+    ensure_generated,
+    version_file_check,
+    write_version_file,
+)
 
 __all__ = ["generate_miniature_lt", "register_miniature_lt"]
 
@@ -63,20 +69,13 @@ def generate_miniature_lt(output_dir: str) -> None:
             lines.append(f"{path} {label}\n")
         with open(os.path.join(output_dir, f"miniature_lt_{split}.txt"), "w") as f:
             f.writelines(lines)
-    with open(os.path.join(output_dir, "VERSION"), "w") as f:
-        f.write(f"{GENERATOR_VERSION}\n")
-
-
-def _is_current(dataset_dir):
-    try:
-        with open(os.path.join(dataset_dir, "VERSION")) as f:
-            return f.read().strip() == str(GENERATOR_VERSION)
-    except OSError:
-        return False
+    write_version_file(output_dir, GENERATOR_VERSION)
 
 
 def _load_split(root, split):
-    dataset_dir = ensure_generated(root, DIRNAME, _is_current, generate_miniature_lt)
+    dataset_dir = ensure_generated(
+        root, DIRNAME, version_file_check(GENERATOR_VERSION), generate_miniature_lt
+    )
     return load_split_file(os.path.join(dataset_dir, f"miniature_lt_{split}.txt"), dataset_dir)
 
 

@@ -26,7 +26,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from PIL import Image, ImageDraw
 
-from .synthetic import SHAPES, draw_shapes, ensure_generated, pack_into_images, place_objects
+from .synthetic import (
+    SHAPES,
+    draw_shapes,
+    ensure_generated,
+    pack_into_images,
+    place_objects,
+    version_file_check,
+    write_version_file,
+)
 
 __all__ = ["MINIATURE_SEG_CLASSES", "generate_miniature_seg", "register_miniature_seg"]
 
@@ -105,20 +113,13 @@ def generate_miniature_seg(output_dir: str) -> None:
             name = f"{index + 1:06d}.png"
             Image.fromarray(pixels).save(os.path.join(output_dir, "images", split, name))
             label_image.save(os.path.join(output_dir, "labels", split, name))
-    with open(os.path.join(output_dir, "VERSION"), "w") as f:
-        f.write(f"{GENERATOR_VERSION}\n")
-
-
-def _is_current(dataset_dir):
-    try:
-        with open(os.path.join(dataset_dir, "VERSION")) as f:
-            return f.read().strip() == str(GENERATOR_VERSION)
-    except OSError:
-        return False
+    write_version_file(output_dir, GENERATOR_VERSION)
 
 
 def _load_split(root, split):
-    dataset_dir = ensure_generated(root, DIRNAME, _is_current, generate_miniature_seg)
+    dataset_dir = ensure_generated(
+        root, DIRNAME, version_file_check(GENERATOR_VERSION), generate_miniature_seg
+    )
     return load_sem_seg(
         os.path.join(dataset_dir, "labels", split),
         os.path.join(dataset_dir, "images", split),

@@ -27,6 +27,8 @@ __all__ = [
     "pack_into_images",
     "place_objects",
     "shape_polygon",
+    "version_file_check",
+    "write_version_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +157,26 @@ def draw_shapes(
         polygons.append([round(v, 2) for xy in vertices for v in xy])
     pixels = np.asarray(canvas).astype(np.int16) + rng.randint(-12, 13, size=image.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8), polygons
+
+
+def write_version_file(dataset_dir: str, version: int) -> None:
+    """Mark ``dataset_dir`` as made by generator ``version`` (a ``VERSION`` file)."""
+    with open(os.path.join(dataset_dir, "VERSION"), "w") as f:
+        f.write(f"{version}\n")
+
+
+def version_file_check(version: int) -> Callable[[str], bool]:
+    """The ``is_current`` of :func:`ensure_generated` for datasets marked by
+    :func:`write_version_file`: whether a directory was made by generator ``version``."""
+
+    def is_current(dataset_dir: str) -> bool:
+        try:
+            with open(os.path.join(dataset_dir, "VERSION")) as f:
+                return f.read().strip() == str(version)
+        except OSError:
+            return False
+
+    return is_current
 
 
 def ensure_generated(
