@@ -258,3 +258,13 @@ def test_check_datasets_reads_ade20k_folders(tmp_path):
     result = _run("check_datasets.py", "ade20k_sem_seg_val", env=env)
     assert result.returncode == 0
     assert result.stdout.splitlines() == ["ok: ade20k_sem_seg_val (2 images, 2 label maps)"]
+
+
+def test_gpu_check_refuses_bad_arguments(tmp_path):
+    script = os.path.join(REPO_ROOT, "tools", "gpu_check.sh")
+    for args, expected in (
+        (["--device", "tpu"], "error: --device must be cuda or cpu"),
+        (["--fast"], "error: unknown argument '--fast' (see --help)"),
+    ):
+        result = subprocess.run(["bash", script, *args], capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.strip() == expected
