@@ -117,12 +117,19 @@ def installed_source_digest():
 
 
 def cuda_toolkit():
-    """torch's CUDA_HOME when it holds nvcc (a CUDA toolkit to build the CUDA ops), else None."""
+    """
+    torch's CUDA_HOME when the CUDA ops can be built: it holds nvcc, and the GPU architectures to
+    build for are known (a visible GPU, or TORCH_CUDA_ARCH_LIST set, e.g. "8.0;9.0" on a build
+    machine without GPUs). Else None: an nvcc alone gives torch no architecture to compile for.
+    """
+    import torch
     from torch.utils.cpp_extension import CUDA_HOME
 
-    if CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").exists():
-        return CUDA_HOME
-    return None
+    if not (CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").exists()):
+        return None
+    if not (torch.cuda.is_available() or os.environ.get("TORCH_CUDA_ARCH_LIST")):
+        return None
+    return CUDA_HOME
 
 
 def copy_source_folder(folder: Path, build_dir: Path) -> Path:
@@ -190,7 +197,10 @@ def main():
             env["FORCE_CUDA"] = "1"  # build the CUDA ops even where no GPU is visible
             print(f"building detectron2's CPU and CUDA ops (CUDA toolkit: {cuda_home})", flush=True)
         else:
-            print("no CUDA toolkit found (CUDA_HOME, nvcc): building the CPU ops only", flush=True)
+            print(
+                "no CUDA toolkit with a GPU or TORCH_CUDA_ARCH_LIST found: building the CPU ops only",
+                flush=True,
+            )
     else:
         source = prepare_source(download_sdist(args.build_dir), args.build_dir)
     SOURCE_STAMP.unlink(missing_ok=True)  # a build that fails half-way leaves no stale record
