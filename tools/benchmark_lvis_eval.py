@@ -315,7 +315,9 @@ def main():
         "(default: 1, with --lvis-v1-val 0.05)",
     )
     parser.add_argument("--stages", action="store_true", help="time the fast path's stages")
-    parser.add_argument("--keep", help="write the workload into this folder and keep it")
+    parser.add_argument(
+        "--keep", help="write the workload into this folder and keep it (or reuse it from there)"
+    )
     parser.add_argument("--measure", choices=["lvis-api", "fast"], help=argparse.SUPPRESS)
     parser.add_argument("--gt", help=argparse.SUPPRESS)
     parser.add_argument("--dt", help=argparse.SUPPRESS)
@@ -340,12 +342,24 @@ def main():
         os.makedirs(folder, exist_ok=True)
         start = time.perf_counter()
         workload = [args.detections, args.categories, args.seed, iou_types, frequency_counts]
-        full, counts = write_workload(folder, args.images, *workload)
-        part, part_counts = full, counts
-        if api_images < args.images:
-            part_folder = os.path.join(folder, "part")
-            os.makedirs(part_folder, exist_ok=True)
-            part, part_counts = write_workload(part_folder, api_images, *workload)
+        settings = {"images": args.images, "api_images": api_images, "workload": workload}
+        settings = json.loads(json.dumps(settings))
+        record = os.path.join(folder, "workload.json")
+        if args.keep and os.path.exists(record):  # --keep: the same workload is not written again
+            with open(record) as f:
+                kept = json.load(f)
+            if kept["settings"] != settings:
+                sys.exit(f"error: {folder} holds another workload; use another --keep folder")
+            full, counts, part = kept["full"], kept["counts"], kept["part"]
+        else:
+            full, counts = write_workload(folder, args.images, *workload)
+            part = full
+            if api_images < args.images:
+                part_folder = os.path.join(folder, "part")
+                os.makedirs(part_folder, exist_ok=True)
+                part, _ = write_workload(part_folder, api_images, *workload)
+            with open(record, "w") as f:
+                json.dump({"settings": settings, "full": full, "counts": counts, "part": part}, f)
         print(
             f"workload: {counts['images']} images, {args.categories} categories, "
             f"{counts['objects']} objects, {counts['detections']} detections (written in "
@@ -364,7 +378,7 @@ def main():
                                             args.max_dets))
                 fast_runs.append(run_measure("fast", full["gt"], full[iou_type], iou_type,
                                              args.max_dets))
-                if part is not full:
+                if part != full:
                     fast_part_runs.append(run_measure("fast", part["gt"], part[iou_type],
                                                       iou_type, args.max_dets))
             same_images = fast_part_runs or fast_runs

@@ -22,9 +22,9 @@ itself. Here the whole evaluation is array operations over what can matter:
 2. Candidate pairs: a detection can only match ground truth of its own (image, category) pair
    with IoU >= 0.5. Boxes: the IoUs of all such pairs of the dataset in one vectorised expression
    that rounds exactly like pycocotools' (lvis-api's); masks: one pycocotools call per
-   image, for the pairs whose mask areas are within a factor 2 (IoU <= min(area) / max(area), so
-   the others cannot reach 0.5); the ground truth polygons of an image are rasterized in one
-   call too.
+   (image, category) pair, for the pairs whose mask areas are within a factor 2 (IoU <=
+   min(area) / max(area), so the others cannot reach 0.5); the ground truth polygons of an image
+   are rasterized in one call.
 3. Matching: lvis-api's greedy matching (in decreasing score order, each detection takes the free
    ground truth with the highest IoU, ground truth not ignored in the area range first) has to go
    detection after detection within an (image, category) pair, but pairs are independent: step r
@@ -264,7 +264,10 @@ class _Results:
         boxes (ndarray[N, 4] float64, XYWH): its "bbox" (NaN where it has none, or a malformed one:
             ``bad_box``).
         masks (list): N entries, the "segmentation" of the results that are needed (of a verified
-            (image, category) pair; for segm, or without a "bbox"), None for the others.
+            (image, category) pair; for segm, or without a "bbox"), None for the others. Read from
+            a file, a compressed RLE is kept as its "counts" string alone, its "size" in
+            mask_size (see :func:`_rle_dict`).
+        mask_size (ndarray[N, 2] int64): those sizes (height, width); -1 for the others.
     """
 
     def __init__(self, gt: _GroundTruth, iou_type: str, mask_areas: bool):
@@ -274,8 +277,11 @@ class _Results:
         self.masks = []
         self.count = 0
 
-    def add(self, results: List[dict]):
-        """Append a part of the results (a list of result dicts; not modified, not kept)."""
+    def add(self, results: List[dict], compact: bool = False):
+        """
+        Append a part of the results (a list of result dicts; not modified). compact: keep
+        compressed RLEs as their counts and size (for parts of a file, so that its dicts go).
+        """
         gt, offset, n = self._gt, self.count, len(results)
         try:  # one pass for the three numbers
             numbers = np.array(list(map(_ID_SCORE, results)), dtype=np.float64).reshape(n, 3)
@@ -312,11 +318,24 @@ class _Results:
         needed = _isin_sorted(image * len(gt.category_ids) + category, self._verified) & has_mask
         if self._iou_type == "bbox":
             needed &= ~has_box
-        masks = [None] * n
+        masks, mask_size = [None] * n, np.full((n, 2), -1, dtype=np.int64)
         for i in np.flatnonzero(needed).tolist():
-            masks[i] = results[i]["segmentation"]
+            segmentation = results[i]["segmentation"]
+            if (
+                compact
+                and type(segmentation) is dict
+                and len(segmentation) == 2
+                and type(segmentation.get("counts")) is str
+                and type(segmentation.get("size")) is list
+                and len(segmentation["size"]) == 2
+                and all(type(v) is int for v in segmentation["size"])
+            ):
+                masks[i] = segmentation["counts"]
+                mask_size[i] = segmentation["size"]
+            else:
+                masks[i] = segmentation
         self.masks += masks
-        self._parts.append((image, category, score.copy(), has_box, has_mask, boxes))
+        self._parts.append((image, category, score.copy(), has_box, has_mask, boxes, mask_size))
         self.count += n
 
     def finish(self):
@@ -324,8 +343,9 @@ class _Results:
         columns = [np.concatenate(c) for c in zip(*self._parts)] if self._parts else None
         if columns is None:
             columns = [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] + [np.zeros(0, bool)] * 2
-            columns.append(np.zeros((0, 4)))
-        self.image, self.category, self.score, self.has_box, self.has_mask, self.boxes = columns
+            columns += [np.zeros((0, 4)), np.zeros((0, 2), np.int64)]
+        self.image, self.category, self.score, self.has_box, self.has_mask = columns[:5]
+        self.boxes, self.mask_size = columns[5:]
         self.bad_box = self.has_box & np.isnan(self.boxes).any(axis=1)
         self._parts = None
         return self
@@ -375,13 +395,18 @@ def _result_chunks(path: str):
             carry = text[text.index(",", cut) + 1 :]
 
 
+def _rle_dict(mask, size):
+    """A mask of :class:`_Results` as pycocotools takes it: a counts string with its size."""
+    return {"size": size, "counts": mask} if type(mask) is str else mask
+
+
 def _read_results(results, gt: _GroundTruth, iou_type: str, mask_areas: bool) -> _Results:
     """The results (a list of dicts, or a JSON file of one) as :class:`_Results`."""
     columns = _Results(gt, iou_type, mask_areas)
     if isinstance(results, str):
         try:
             for part in _result_chunks(results):
-                columns.add(part)
+                columns.add(part, compact=True)
             return columns.finish()
         except (json.JSONDecodeError, _NotAResultsList):
             # not the layout json.dump writes: the whole file at once, as json reads it
@@ -431,8 +456,8 @@ class _Detections:
         not_exhaustive (ndarray[D] bool): the category is in the image's
             not_exhaustive_category_ids (unmatched, the detection is ignored).
         boxes (ndarray[D, 4] float64, XYWH): for bbox (None for segm).
-        rles (list[dict], D compressed RLEs), mask_area (ndarray[D] float64): for segm (None for
-            bbox).
+        rles (list, D (mask, size) pairs: compressed RLEs, see :meth:`rle`), mask_area
+            (ndarray[D] float64): for segm (None for bbox).
     """
 
     def __init__(self, results: _Results, gt: _GroundTruth, iou_type: str, max_dets: int):
@@ -478,8 +503,9 @@ class _Detections:
             boxes = results.boxes[order]
             area = boxes[:, 2] * boxes[:, 3]
         if iou_type == "segm" or not box_results:
-            segmentations = [results.masks[i] for i in order.tolist()]
-            rles, mask_area = self._masks(segmentations, order, image[order], gt, boxes)
+            masks = [results.masks[i] for i in order.tolist()]
+            sizes = results.mask_size[order].tolist()
+            rles, mask_area = self._masks(masks, sizes, order, image[order], gt, boxes)
         if not box_results:
             area = mask_area
             if iou_type == "bbox":
@@ -499,28 +525,38 @@ class _Detections:
             self.rles = [rle for rle, e in zip(rles, evaluated.tolist()) if e]
             self.mask_area = mask_area[evaluated]
 
+    def rle(self, d: int) -> dict:
+        """Detection d's mask as a compressed RLE dict (segm)."""
+        return _rle_dict(*self.rles[d])
+
     @staticmethod
-    def _masks(segmentations, order, image, gt, boxes):
+    def _masks(masks, sizes, order, image, gt, boxes):
         """
         The mask of each picked result and its area.
 
         Args:
-            segmentations (list): the "segmentation" of each picked result (None if it has none).
+            masks (list), sizes (list): the mask of each picked result (None if it has none) and
+                its size, as in :class:`_Results`.
             order (ndarray[N] int64): their indices in the results.
             image (ndarray[N] int64): their image indices.
             boxes (ndarray[N, 4] or None): their boxes, for box results (whose mask, without a
                 "segmentation", is the box as a polygon, as in lvis-api).
         Returns:
-            list[dict]: N compressed RLEs.
+            list: N (mask, size) pairs of compressed RLEs (see :func:`_rle_dict`).
             ndarray[N] float64: their areas.
         """
         if boxes is None:  # compressed RLEs, what detectron2 writes and lvis-api reads
-            try:
-                area = mask_utils.area(segmentations)
-                return segmentations, area.astype(np.float64).reshape(len(segmentations))
+            try:  # in parts, so that the dicts made for pycocotools go again
+                area = np.zeros(len(masks))
+                for first in range(0, len(masks), _LIST_CHUNK):
+                    last = first + _LIST_CHUNK
+                    rles = [_rle_dict(m, s) for m, s in zip(masks[first:last], sizes[first:last])]
+                    area[first : first + len(rles)] = mask_utils.area(rles)
+                return list(zip(masks, sizes)), area
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 pass  # polygons or uncompressed RLEs among them, or a malformed one
         rles = []
+        segmentations = [_rle_dict(m, s) for m, s in zip(masks, sizes)]
         for j, (segmentation, i) in enumerate(zip(segmentations, order.tolist())):
             if segmentation is None and boxes is not None:
                 x1, y1, w, h = boxes[j].tolist()
@@ -534,11 +570,12 @@ class _Detections:
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 raise ValueError(f"detection {i} has a malformed 'segmentation'") from None
         area = mask_utils.area(rles).astype(np.float64) if rles else np.zeros(0)
-        return rles, area
+        return [(rle, None) for rle in rles], area
 
     @staticmethod
-    def _boxes_of_masks(rles: List[dict], boxes: np.ndarray, has_box: np.ndarray) -> np.ndarray:
+    def _boxes_of_masks(rles: list, boxes: np.ndarray, has_box: np.ndarray) -> np.ndarray:
         """Mask results' boxes: their "bbox" where they have one, else their mask's: [N, 4]."""
+        rles = [_rle_dict(*rle) for rle in rles]
         mask_boxes = mask_utils.toBbox(rles) if rles else np.zeros((0, 4))
         mask_boxes = np.array(mask_boxes, dtype=np.float64).reshape(len(rles), 4)
         return np.where(has_box[:, None], boxes, mask_boxes)
@@ -582,7 +619,8 @@ def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
         return tuple(np.concatenate(column) for column in zip(*candidates))
 
     # masks: the pairs whose IoU can reach 0.5 (IoU <= min(area) / max(area)), one pycocotools
-    # call per image for them
+    # call per (image, category) pair for them (one call per image would compute the IoUs of
+    # all the image's categories too: measured slower)
     pair_dt, pair_gt = _expand_pairs(with_gt, start, count, gt_order)
     needed = np.unique(pair_gt)
     gt_rles = dict(zip(needed.tolist(), gt.rles(needed)))
@@ -593,13 +631,13 @@ def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
     comparable = 2 * np.minimum(dt_area, pair_gt_area) >= np.maximum(dt_area, pair_gt_area)
     pair_dt, pair_gt = pair_dt[comparable], pair_gt[comparable]
     pair_iou = np.zeros(len(pair_dt))
-    pair_image = dt.image[pair_dt]  # dt is sorted by image
-    bounds = np.append(np.flatnonzero(np.diff(pair_image, prepend=-1)), len(pair_dt))
+    pair_key = dt.keys[pair_dt]  # dt is sorted by (image, category) pair
+    bounds = np.append(np.flatnonzero(np.diff(pair_key, prepend=-1)), len(pair_dt))
     for first, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         dets, det_column = np.unique(pair_dt[first:stop], return_inverse=True)
         objects, object_column = np.unique(pair_gt[first:stop], return_inverse=True)
         ious = mask_utils.iou(
-            [dt.rles[d] for d in dets.tolist()],
+            [dt.rle(d) for d in dets.tolist()],
             [gt_rles[g] for g in objects.tolist()],
             [0] * len(objects),
         )
