@@ -21,7 +21,7 @@ from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils.logger import setup_logger
 
 from disalign import InputError, add_disalign_config, check_inputs
-from disalign.checkpoint import SafeDetectionCheckpointer
+from disalign.engine.checkpoint import SafeDetectionCheckpointer
 from disalign.compat import launch_supports_cpu
 from disalign.data import build_test_loader, build_train_loader
 from disalign.engine import (
@@ -33,7 +33,7 @@ from disalign.engine import (
     torchrun_process_group,
 )
 from disalign.evaluation import build_evaluator
-from disalign.file_io import restored_on_error, write_atomically
+from disalign.engine.file_io import restored_on_error, write_atomically
 
 
 class Trainer(OptimizerStateMixin, DefaultTrainer):

@@ -13,8 +13,8 @@ from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-import disalign.alignment
-from disalign.alignment import alignment_parameter_names
+import disalign.modeling.alignment
+from disalign.modeling.alignment import alignment_parameter_names
 
 from conftest import MINIATURE_DISALIGN, load_config
 
@@ -95,7 +95,7 @@ def test_savings_do_not_change_stage2_results(batches, monkeypatch, cascade):
     cfg = _stage2_cfg(*(CASCADE_OPTS if cascade else []))
     fast, fast_losses, fast_modes = _train(cfg, batches, TRUNK)
     with monkeypatch.context() as m:
-        m.setattr(disalign.alignment, "_SKIP_FROZEN_WORK", False)
+        m.setattr(disalign.modeling.alignment, "_SKIP_FROZEN_WORK", False)
         plain, plain_losses, plain_modes = _train(cfg, batches, TRUNK)
 
     # autograd records nothing in the frozen trunk; the savings happened: no box regression loss

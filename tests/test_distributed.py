@@ -5,7 +5,7 @@ distributed evaluation reports what single-process evaluation reports.
 
 Processes are started as a user would: detectron2's ``launch`` (``--num-gpus 2``) where it
 supports the CPU, otherwise PyTorch's launcher ``torchrun`` (detectron2 0.6's ``launch`` needs
-CUDA; see disalign/engine.py).
+CUDA; see disalign/engine/training.py).
 """
 
 import json

@@ -20,7 +20,7 @@ from detectron2.data.datasets.lvis import load_lvis_json
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from disalign.checkpoint import SafeDetectionCheckpointer
+from disalign.engine.checkpoint import SafeDetectionCheckpointer
 
 from conftest import (
     MINIATURE_BASELINE,

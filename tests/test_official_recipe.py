@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from disalign import DisAlignFCNHead, DistributionAlignment, GRWCrossEntropy
 from disalign.data import build_train_loader
-from disalign.layers import NormalizedConfidence, build_alignment
+from disalign.modeling.layers import NormalizedConfidence, build_alignment
 from disalign.validation import InputError, check_inputs
 
 from conftest import REPO_ROOT, RecordingTrainer, load_config

@@ -19,7 +19,7 @@ import torch
 from detectron2.modeling import build_model
 from PIL import Image
 
-from disalign.checkpoint import SafeDetectionCheckpointer, UnsafeCheckpointError
+from disalign.engine.checkpoint import SafeDetectionCheckpointer, UnsafeCheckpointError
 
 from conftest import (
     MINIATURE_BASELINE,

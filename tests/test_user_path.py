@@ -25,7 +25,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from disalign import InputError
-from disalign.checkpoint import (
+from disalign.engine.checkpoint import (
     CheckpointMismatchError,
     SafeDetectionCheckpointer,
     download_cache_path,

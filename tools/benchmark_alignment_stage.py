@@ -13,8 +13,8 @@ The config is a stage-2 (DisAlign) config; KEY VALUE pairs override it. From it:
   GRW.ENABLED off (the baseline detector), every parameter trained;
 * the stage-2 model: the config with ALIGNMENT_STAGE on, only the alignment parameters trained;
 * for reference, "plain freeze": the stage-2 model frozen by ``requires_grad=False`` alone
-  (:func:`disalign.alignment.freeze_for_alignment_stage` on a model built with ALIGNMENT_STAGE off,
-  and the savings switch ``disalign.alignment._SKIP_FROZEN_WORK`` off): every module in train mode,
+  (:func:`disalign.modeling.alignment.freeze_for_alignment_stage` on a model built with ALIGNMENT_STAGE off,
+  and the savings switch ``disalign.modeling.alignment._SKIP_FROZEN_WORK`` off): every module in train mode,
   autograd enabled everywhere, the RPN, mask and box regression losses computed (they train
   nothing), BatchNorm statistics updated.
 
@@ -102,7 +102,7 @@ def build_stage_model(cfg, weights_file):
     """``cfg``'s model, with the shared weights (a state dict file) loaded."""
     from detectron2.modeling import build_model
 
-    from disalign.alignment import alignment_parameter_names
+    from disalign.modeling.alignment import alignment_parameter_names
 
     model = build_model(cfg)
     state = torch.load(weights_file, map_location=cfg.MODEL.DEVICE)
@@ -161,14 +161,14 @@ def train_worker(args):
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
-    import disalign.alignment
+    import disalign.modeling.alignment
 
     cfg = build_cfg(args.config_file, args.opts, args.worker_stage)
     device = torch.device(cfg.MODEL.DEVICE)
     model = build_stage_model(cfg, args.weights_file)
     if args.worker_stage == "plain-freeze":
-        disalign.alignment._SKIP_FROZEN_WORK = False
-        disalign.alignment.freeze_for_alignment_stage(
+        disalign.modeling.alignment._SKIP_FROZEN_WORK = False
+        disalign.modeling.alignment.freeze_for_alignment_stage(
             model, cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE
         )
     model.train()
@@ -256,7 +256,7 @@ def _run_worker(args, kind, stage, files):
 
 def prepare(args, workdir):
     """Write the shared weights and the batch; return their files."""
-    from disalign.checkpoint import SafeDetectionCheckpointer
+    from disalign.engine.checkpoint import SafeDetectionCheckpointer
     from detectron2.modeling import build_model
 
     from disalign.data import build_train_loader

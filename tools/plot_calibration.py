@@ -91,7 +91,7 @@ def alignment_modules(model: torch.nn.Module):
     Returns:
         list[(str, DistributionAlignment)]: the model's alignments with their module names.
     """
-    from disalign.layers import DistributionAlignment
+    from disalign.modeling.layers import DistributionAlignment
 
     return [(n, m) for n, m in model.named_modules() if isinstance(m, DistributionAlignment)]
 
@@ -244,7 +244,7 @@ def gather(cfg, model: torch.nn.Module, dataset: Optional[str] = None, max_image
 
     from disalign import InputError
     from disalign.data import build_test_loader
-    from disalign.grw import training_class_counts
+    from disalign.modeling.grw import training_class_counts
 
     if not alignment_modules(model):
         raise InputError(
@@ -383,7 +383,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> CalibrationData:
     """Parse ``argv``, write the PNG and return what it shows."""
-    from disalign.checkpoint import SafeDetectionCheckpointer
+    from disalign.engine.checkpoint import SafeDetectionCheckpointer
     from detectron2.modeling import build_model
 
     from disalign import InputError

@@ -9,27 +9,31 @@ Places-LT, iNaturalist 2018, and the head/body/tail groups of detectron2's ADE20
 """
 
 from . import data  # noqa: F401  (registers the embedded datasets)
-from . import classifier, rcnn, roi_heads, segmentation  # noqa: F401  (only registration)
-from .alignment import (
+from .config import add_disalign_config
+from .modeling import classifier, rcnn, roi_heads, segmentation  # noqa: F401  (only registration)
+from .modeling.alignment import (
     AlignmentStageMixin,
     alignment_parameter_names,
     freeze_for_alignment_stage,
     frozen_submodules,
 )
-from .classifier import DisAlignImageClassifier
-from .config import add_disalign_config
-from .fast_rcnn import DisAlignFastRCNNOutputLayers
-from .grw import (
+from .modeling.classifier import DisAlignImageClassifier
+from .modeling.fast_rcnn import DisAlignFastRCNNOutputLayers
+from .modeling.grw import (
     GRWCrossEntropy,
     count_class_samples,
     grw_class_weights,
     grw_loss_from_config,
     training_class_counts,
 )
-from .layers import CosineClassifier, DistributionAlignment
-from .rcnn import DisAlignRCNN
-from .roi_heads import DisAlignCascadeROIHeads, DisAlignROIHeads
-from .segmentation import DisAlignDeepLabV3PlusHead, DisAlignFCNHead, DisAlignSemanticSegmentor
+from .modeling.layers import CosineClassifier, DistributionAlignment
+from .modeling.rcnn import DisAlignRCNN
+from .modeling.roi_heads import DisAlignCascadeROIHeads, DisAlignROIHeads
+from .modeling.segmentation import (
+    DisAlignDeepLabV3PlusHead,
+    DisAlignFCNHead,
+    DisAlignSemanticSegmentor,
+)
 from .validation import InputError, check_inputs, dataset_problems
 
 __version__ = "0.1.0"

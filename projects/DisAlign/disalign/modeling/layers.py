@@ -20,7 +20,7 @@ from fvcore.nn import weight_init
 from torch import nn
 from torch.nn import functional as F
 
-from .config import CLS_HEAD_CHOICES
+from ..config import CLS_HEAD_CHOICES
 
 __all__ = [
     "CosineClassifier",

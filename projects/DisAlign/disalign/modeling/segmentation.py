@@ -33,7 +33,7 @@ __all__ = ["DisAlignSemanticSegmentor", "DisAlignFCNHead", "DisAlignDeepLabV3Plu
 class DisAlignSemanticSegmentor(AlignmentStageMixin, SemanticSegmentor):
     """
     detectron2's SemanticSegmentor that knows DisAlign's two stages (see
-    :class:`disalign.alignment.AlignmentStageMixin`): with ``MODEL.DISALIGN.ALIGNMENT_STAGE`` on,
+    :class:`disalign.modeling.alignment.AlignmentStageMixin`): with ``MODEL.DISALIGN.ALIGNMENT_STAGE`` on,
     everything but the head's alignment parameters is frozen and held in eval mode.
     """
 

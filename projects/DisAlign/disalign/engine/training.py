@@ -32,12 +32,12 @@ from detectron2.engine import defaults as detectron2_defaults
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
-from .compat import (
+from ..compat import (
     TRAINER_SAVES_OPTIMIZER,
     create_local_process_group,
     set_data_loader_iterator,
 )
-from .data.resumable import derived_seed
+from ..data.resumable import derived_seed
 
 __all__ = [
     "IterationSeedHook",

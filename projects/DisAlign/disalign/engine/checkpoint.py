@@ -25,9 +25,9 @@ from detectron2.checkpoint.c2_model_loading import convert_c2_detectron_names
 from detectron2.utils.file_io import Detectron2Handler, PathManager
 from iopath.common.file_io import get_cache_dir
 
-from .compat import forget_failed_url
+from ..compat import forget_failed_url
 from .file_io import write_atomically
-from .validation import InputError
+from ..validation import InputError
 
 __all__ = [
     "CheckpointMismatchError",

@@ -20,7 +20,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import (
 )
 
 from .alignment import skips_frozen_work
-from .compat import requests_sigmoid_or_federated_loss
+from ..compat import requests_sigmoid_or_federated_loss
 from .grw import GRWCrossEntropy, grw_loss_from_config
 from .layers import DistributionAlignment, build_alignment, build_cls_head
 
