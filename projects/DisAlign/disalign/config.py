@@ -9,6 +9,7 @@ CONFIDENCE_NORM_CHOICES = ("", "BN", "SyncBN", "naiveSyncBN")  # MODEL.DISALIGN.
 ALIGNMENT_STAGE_TRAINABLE_CHOICES = ("alignment", "classifier")  # ...ALIGNMENT_STAGE_TRAINABLE
 REDUCTION_CHOICES = ("weighted_mean", "mean")  # MODEL.DISALIGN.GRW.REDUCTION
 COUNT_BY_CHOICES = ("images", "instances", "pixels")  # MODEL.DISALIGN.GRW.COUNT_BY
+LVIS_EVAL_BACKENDS = ("fast", "lvis-api")  # TEST.LVIS_EVAL_BACKEND
 
 
 def add_disalign_config(cfg):

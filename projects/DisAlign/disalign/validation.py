@@ -20,6 +20,7 @@ from .config import (
     CLS_HEAD_CHOICES,
     CONFIDENCE_NORM_CHOICES,
     COUNT_BY_CHOICES,
+    LVIS_EVAL_BACKENDS,
     REDUCTION_CHOICES,
 )
 
@@ -50,6 +51,11 @@ def check_inputs(cfg, *, training: bool):
         InputError: for the first problem found.
     """
     _check_disalign_keys(cfg.MODEL.DISALIGN)
+    if cfg.TEST.LVIS_EVAL_BACKEND not in LVIS_EVAL_BACKENDS:
+        raise InputError(
+            f"TEST.LVIS_EVAL_BACKEND must be one of {', '.join(LVIS_EVAL_BACKENDS)}, "
+            f"got '{cfg.TEST.LVIS_EVAL_BACKEND}'"
+        )
     segmentation = cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor"
     if cfg.MODEL.DISALIGN.GRW.COUNT_BY == "pixels" and not segmentation:
         raise InputError(

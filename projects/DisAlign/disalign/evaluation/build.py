@@ -6,7 +6,7 @@ from detectron2.evaluation import COCOEvaluator
 
 from ..modeling.grw import training_class_counts
 from .classification import ClassificationEvaluator
-from .lvis import LVIS_EVAL_BACKENDS, FastLVISEvaluator, LVISApiEvaluator
+from .lvis import FastLVISEvaluator, LVISApiEvaluator
 from .sem_seg import LongTailSemSegEvaluator, pixel_ratio_group
 
 __all__ = ["build_evaluator", "has_compiled_ops"]
@@ -28,13 +28,10 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
     """The evaluator of a registered dataset, by its ``evaluator_type`` metadata."""
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "lvis":
-        backend = cfg.TEST.LVIS_EVAL_BACKEND
-        if backend not in LVIS_EVAL_BACKENDS:
-            raise ValueError(
-                f"cfg.TEST.LVIS_EVAL_BACKEND must be one of {', '.join(LVIS_EVAL_BACKENDS)}, "
-                f"not {backend!r}"
-            )
-        evaluator_class = FastLVISEvaluator if backend == "fast" else LVISApiEvaluator
+        # TEST.LVIS_EVAL_BACKEND is checked by disalign.validation.check_inputs
+        evaluator_class = {"fast": FastLVISEvaluator, "lvis-api": LVISApiEvaluator}[
+            cfg.TEST.LVIS_EVAL_BACKEND
+        ]
         return evaluator_class(
             dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
         )

@@ -16,6 +16,8 @@ from detectron2.evaluation import LVISEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
+from ..config import LVIS_EVAL_BACKENDS
+
 __all__ = [
     "FastLVISEvaluator",
     "LVISApiEvaluator",
@@ -25,7 +27,6 @@ __all__ = [
 ]
 
 # cfg.TEST.LVIS_EVAL_BACKEND values: this module's evaluator, or lvis-api (detectron2's own way)
-LVIS_EVAL_BACKENDS = ("fast", "lvis-api")
 # what detectron2's LVISEvaluator reports for each task
 LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
 # written to the evaluator's output_dir after evaluation, one entry per category
