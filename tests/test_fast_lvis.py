@@ -645,3 +645,30 @@ def test_build_evaluator_picks_the_backend(random_lvis_dataset, tmp_path):
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"
     with pytest.raises(ValueError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):
         build_evaluator(cfg, name, str(tmp_path))
+
+
+def test_boxes_overlapping_by_a_pixel_or_less_match_lvis_api(tmp_path):
+    """
+    Objects and detections of a pixel or less (overlaps of width or height <= 1), by hand: the
+    exact detections have IoU 1, the shifted ones IoU 0.5 / 1.5 = 1/3 (a false positive at 0.5).
+    """
+    images = [_image(1, neg=[3])]
+    annotations = [
+        _gt_object(1, 1, 1, [10, 10, 1, 1]),
+        _gt_object(2, 1, 1, [20, 20, 0.5, 0.8]),
+        _gt_object(3, 1, 2, [30, 30, 4, 0.75]),
+    ]
+    rows = {
+        1: [
+            (1, [10.5, 10, 1, 1], 0.95),  # IoU 1/3 with object 1: a false positive
+            (1, [10, 10, 1, 1], 0.9),
+            (1, [20, 20, 0.5, 0.8], 0.8),
+            (2, [30, 30, 4, 0.75], 0.7),
+        ]
+    }
+    bbox_results, _ = _results(rows)
+    gt = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    metrics = assert_same_as_lvis_api(tmp_path, gt, bbox_results, "bbox")
+    # category 1: precision 1/2 at recall 1/2, 2/3 at recall 1: interpolated 2/3 everywhere;
+    # category 2: 1
+    assert metrics["AP50"] == pytest.approx((2 / 3 + 1.0) / 2)

@@ -1,9 +1,17 @@
+import json
 import math
+import os
+import re
 
+import numpy as np
 import pytest
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 
 from disalign import GRWCrossEntropy, count_class_samples, grw_class_weights, training_class_counts
+
+from conftest import hand_grw_weights
 
 
 def test_grw_weights_against_hand_computation():
@@ -87,3 +95,156 @@ def test_grw_cross_entropy_weights_targets_and_ignores_the_ignore_label():
     torch.testing.assert_close(loss(logits[:3], targets), expected)
     empty = loss(logits, torch.full((4,), 255), ignore_index=255)
     assert empty.item() == 0.0 and empty.requires_grad is False
+
+
+def _register_label_images(tmp_path, name, images, ignore_label=None):
+    """A registered segmentation dataset of uint8 label images (lists of rows)."""
+    records = []
+    for i, rows in enumerate(images):
+        path = tmp_path / f"{name}-{i}.png"
+        Image.fromarray(np.array(rows, dtype=np.uint8)).save(path)
+        records.append({"file_name": str(path), "sem_seg_file_name": str(path)})
+    DatasetCatalog.register(name, lambda: records)
+    if ignore_label is not None:
+        MetadataCatalog.get(name).set(ignore_label=ignore_label)
+    return [r["sem_seg_file_name"] for r in records]
+
+
+def test_pixel_counts_by_hand_with_each_dataset_ignore_label_and_the_default_cache(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("DISALIGN_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default cache: ~/.cache/disalign
+    names = ("pixels_ignore_7", "pixels_ignore_default")
+    try:
+        # ignore label 7 from the metadata: 0: 3, 1: 5, 2: 1 pixels
+        _register_label_images(
+            tmp_path, names[0], [[[0, 0, 1], [2, 7, 1]], [[1, 1, 1], [0, 7, 7]]], ignore_label=7
+        )
+        # no ignore label in the metadata, so 255: 0: 1, 1: 1, 2: 2 pixels
+        _register_label_images(tmp_path, names[1], [[[2, 2, 255], [255, 0, 1]]])
+        counts = training_class_counts(names, 3, "pixels")
+        assert counts == [4, 6, 3] and all(type(n) is int for n in counts)
+        cache = tmp_path / ".cache" / "disalign"
+        cached = sorted(p.name for p in cache.iterdir())
+        assert len(cached) == 2
+        for name, file_name in zip(names, cached):
+            assert re.fullmatch(f"pixel_counts-{name}-[0-9a-f]{{16}}\\.json", file_name)
+        # a cache entry that does not fit (not K counts) is recomputed
+        (cache / cached[0]).write_text(json.dumps([1, 2]))
+        assert training_class_counts(names, 3, "pixels") == [4, 6, 3]
+        assert json.loads((cache / cached[0]).read_text()) == [3, 5, 1]
+        # a label file rewritten: its cache entry is out of date, the counts are new
+        Image.fromarray(np.full((2, 3), 2, dtype=np.uint8)).save(tmp_path / f"{names[0]}-1.png")
+        assert training_class_counts(names, 3, "pixels") == [3, 3, 9]
+        assert len(list(cache.iterdir())) == 3
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("label", [3, 200])
+def test_pixel_label_outside_the_classes_is_an_error_naming_the_file(tmp_path, monkeypatch, label):
+    monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))
+    name = f"pixels_bad_label_{label}"
+    try:
+        files = _register_label_images(tmp_path, name, [[[0, 1, 2]], [[2, label, 255]]])
+        message = f"'{files[1]}' has label {label} outside [0, 3) that is not the ignore label 255"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            training_class_counts((name,), 3, "pixels")
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_grw_loss_of_targets_whose_weights_sum_below_one():
+    loss = GRWCrossEntropy(1.0, [1, 3], num_classes=2)  # weights 1.5, 0.5
+    logits = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    targets = torch.tensor([1, -100])
+    expected = -torch.log_softmax(logits[0], dim=0)[1]  # 0.5 * nll / 0.5
+    torch.testing.assert_close(loss(logits, targets), expected)
+
+
+def test_grw_loss_under_ddp_divides_by_the_mean_summed_weights_of_the_processes(monkeypatch):
+    """
+    With 2 processes, the summed target weights are all-reduced (here: the other process holds
+    targets of summed weight 2.5) and divided by 2, since DDP averages the gradients.
+    """
+    reduced = []
+
+    def all_reduce(tensor):
+        assert not tensor.requires_grad
+        reduced.append(tensor.item())
+        tensor += 2.5
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    loss = GRWCrossEntropy(1.0, [1, 3], num_classes=2, num_unweighted=1)  # weights 1.5, 0.5, 1
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([0, 1])
+    nll = -torch.log_softmax(logits.detach(), dim=1)[torch.arange(2), targets]
+    value = loss(logits, targets)
+    assert reduced == [2.0]  # this process' summed weights, 1.5 + 0.5
+    torch.testing.assert_close(value, (1.5 * nll[0] + 0.5 * nll[1]) / ((2.0 + 2.5) / 2))
+    assert value.requires_grad
+
+
+def test_grw_weights_keep_float64_precision_for_large_counts():
+    # pixel counts exceed float32's 2**24: computed in float32, 2**24 + 1 would equal 2**24 + 2
+    # summed with the other class, and the weights would be 2 ** -23 and 2 (not 2 - 2 ** -23)
+    counts = [2**24 + 1, 1]
+    expected = torch.tensor(hand_grw_weights(counts, 1.0), dtype=torch.float32)
+    assert grw_class_weights(counts, 1.0).tolist() == expected.tolist()
+    assert expected[1].item() < 2.0
+
+
+def test_grw_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"^class_counts must be a non-empty 1-d sequence, got"):
+        grw_class_weights([], 0.8)
+    with pytest.raises(ValueError, match=r"^class_counts must be finite and non-negative$"):
+        grw_class_weights([1, -1], 0.8)
+
+
+def test_grw_loss_mean_reduction_and_float64_logits():
+    """reduction="mean": the weighted sum divided by the number of targets, ignored ones too."""
+    loss = GRWCrossEntropy(1.0, [1, 3], num_classes=2, reduction="mean")  # weights 1.5, 0.5
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    targets = torch.tensor([0, 1, 255])
+    nll = -torch.log_softmax(logits, dim=1)[torch.arange(2), targets[:2]]
+    value = loss(logits, targets, ignore_index=255)
+    assert value.dtype == torch.float64
+    torch.testing.assert_close(value, (1.5 * nll[0] + 0.5 * nll[1]) / 3)
+    # the default reduction: divided by the summed target weights, 1.5 + 0.5
+    value = GRWCrossEntropy(1.0, [1, 3], num_classes=2)(logits, targets, ignore_index=255)
+    torch.testing.assert_close(value, (1.5 * nll[0] + 0.5 * nll[1]) / 2.0)
+
+
+def test_grw_loss_from_the_config():
+    from detectron2.layers import ShapeSpec
+
+    from disalign import DisAlignFastRCNNOutputLayers, DisAlignImageClassifier
+
+    from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config
+
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", "", "MODEL.DISALIGN.GRW.RHO", 0.7)
+    cfg.MODEL.DISALIGN.GRW.REDUCTION = "mean"
+    grw = DisAlignFastRCNNOutputLayers(cfg, ShapeSpec(channels=4)).grw
+    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert (grw.rho, grw.num_classes, grw.num_unweighted, grw.reduction) == (0.7, k, 1, "mean")
+    # classification: no background class
+    cfg = load_config(os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_disalign.yaml"))
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DISALIGN.ALIGNMENT_STAGE", False])
+    grw = DisAlignImageClassifier(cfg).grw
+    assert (grw.num_classes, grw.num_unweighted, grw.reduction) == (
+        cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES,
+        0,
+        "weighted_mean",
+    )
+    cfg.MODEL.DISALIGN.GRW.ENABLED = False
+    assert DisAlignImageClassifier(cfg).grw is None
+
+
+def test_count_class_samples_counts_images_by_default():
+    assert count_class_samples(DICTS, 4) == [2, 0, 1, 0]

@@ -1,10 +1,19 @@
 import math
+import os
 
 import pytest
 import torch
+from detectron2.layers import ShapeSpec
 from torch.nn import functional as F
 
-from disalign import CosineClassifier, DistributionAlignment
+from disalign import (
+    CosineClassifier,
+    DisAlignFastRCNNOutputLayers,
+    DisAlignImageClassifier,
+    DistributionAlignment,
+)
+
+from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config
 
 
 def _alignment(num_aligned=2, in_features=3, **kwargs):
@@ -116,3 +125,109 @@ def test_alignment_on_cosine_logits_matches_formula(confidence):
     sigma = torch.sigmoid(layer.confidence(x)) if confidence else torch.ones(5, 1)
     expected = torch.cat([sigma * s + (1 - sigma) * z[:, :2], z[:, 2:]], dim=1)
     torch.testing.assert_close(layer(head(x), x), expected)
+
+
+# ---- the layers as the configs build them, and the parts the formulas above leave out ----
+
+
+def _box_predictor(*opts, channels=6):
+    """The box predictor of the miniature stage-2 config with ``opts``, reading (R, channels)."""
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", "", *opts)
+    return DisAlignFastRCNNOutputLayers(cfg, ShapeSpec(channels=channels))
+
+
+def test_every_alignment_config_value_reaches_the_layer():
+    k = load_config(MINIATURE_DISALIGN).MODEL.ROI_HEADS.NUM_CLASSES
+    alignment = _box_predictor(
+        *("MODEL.DISALIGN.ALPHA_INIT", 1.5, "MODEL.DISALIGN.BETA_INIT", 0.25),
+        *("MODEL.DISALIGN.CONFIDENCE_WEIGHT_INIT", 0.5),
+    ).alignment
+    assert alignment.num_aligned == k
+    assert alignment.alpha.tolist() == [1.5] * k and alignment.beta.tolist() == [0.25] * k
+    assert type(alignment.confidence) is torch.nn.Linear
+    assert alignment.confidence.weight.tolist() == [[0.5] * 6]
+    parts = {"MAGNITUDE": "alpha", "MARGIN": "beta", "CONFIDENCE": "confidence"}
+    for key, attribute in parts.items():
+        alignment = _box_predictor(f"MODEL.DISALIGN.{key}", False).alignment
+        assert [a for a in parts.values() if getattr(alignment, a) is None] == [attribute]
+    normalized = _box_predictor(
+        "MODEL.DISALIGN.CONFIDENCE_NORM", "BN", "MODEL.DISALIGN.CONFIDENCE_WEIGHT_INIT", 0.5
+    ).alignment.confidence
+    assert isinstance(normalized.norm, torch.nn.BatchNorm2d) and normalized.norm.num_features == 1
+    assert normalized.weight.shape == (1, 6, 1, 1) and (normalized.weight == 0.5).all()
+    assert _box_predictor("MODEL.DISALIGN.CALIBRATION", False).alignment is None
+
+
+def test_classifier_heads_from_the_config():
+    cfg = load_config(os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_disalign.yaml"))
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DISALIGN.ALIGNMENT_STAGE", False])
+    k = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
+    torch.manual_seed(0)
+    # dot: detectron2's box classifier initialisation, weights ~ N(0, 0.01^2), zero bias
+    head = DisAlignImageClassifier(cfg).cls_score
+    assert type(head) is torch.nn.Linear
+    assert (head.in_features, head.out_features) == (512, k)  # ResNet-18's res5 channels
+    assert torch.equal(head.bias, torch.zeros(k))
+    assert head.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert abs(head.weight.mean().item()) < 0.001
+    cfg.merge_from_list(["MODEL.DISALIGN.CLS_HEAD", "cosine", "MODEL.DISALIGN.COSINE_SCALE", 7.0])
+    head = DisAlignImageClassifier(cfg).cls_score
+    assert type(head) is CosineClassifier and head.weight.shape == (k, 512)
+    assert head.scale.item() == 7.0
+    # the box predictor's cosine head: K + 1 outputs, the configured scale
+    head = _box_predictor(
+        "MODEL.DISALIGN.CLS_HEAD", "cosine", "MODEL.DISALIGN.COSINE_SCALE", 7.0
+    ).cls_score
+    assert type(head) is CosineClassifier and head.scale.item() == 7.0
+
+
+def test_cosine_classifier_weight_initialisation():
+    # the direction of a Gaussian weight does not depend on its std, but its norm sets the step
+    # size of SGD on the direction (the gradient of w / |w| is proportional to 1 / |w|)
+    torch.manual_seed(0)
+    head = CosineClassifier(1000, 4)
+    assert head.weight.std().item() == pytest.approx(0.01, rel=0.05)
+
+
+def test_normalized_confidence_follows_relu_of_the_normalised_projection():
+    """sigma(x) = sigmoid(ReLU(BN(w . x))), by hand for w = 0.5, BN(weight 1, bias 0, eps 1e-5)."""
+    layer = DistributionAlignment(2, 3, alpha_init=2.0, beta_init=1.0, confidence_norm="BN")
+    assert layer.confidence.conv.bias is None and layer.confidence.weight.shape == (1, 3, 1, 1)
+    with torch.no_grad():
+        layer.confidence.weight.fill_(0.5)
+    y = [0.5 * sum(row) for row in FEATURES.tolist()]  # w . x: 1.75, 1.5
+
+    def expected(c):
+        rows = []
+        for z, ci in zip(LOGITS.tolist(), c):
+            sigma = 1 / (1 + math.exp(-max(ci, 0.0)))
+            rows.append([zj + sigma * (2 * zj + 1 - zj) for zj in z[:2]] + [z[2]])
+        return torch.tensor(rows)
+
+    # evaluation: the running statistics at their initial values, mean 0 and variance 1
+    layer.eval()
+    torch.testing.assert_close(
+        layer(LOGITS, FEATURES), expected([yi / math.sqrt(1 + 1e-5) for yi in y])
+    )
+    # training: the batch statistics (mean 1.625, biased variance 0.015625)
+    layer.train()
+    mean = sum(y) / 2
+    var = sum((yi - mean) ** 2 for yi in y) / 2
+    torch.testing.assert_close(
+        layer(LOGITS, FEATURES), expected([(yi - mean) / math.sqrt(var + 1e-5) for yi in y])
+    )
+    # its weight initialised as the official head's ConvModule (kaiming normal, fan_out = 1,
+    # ReLU gain): std sqrt(2)
+    torch.manual_seed(0)
+    weight = DistributionAlignment(2, 2000, confidence_norm="BN").confidence.weight
+    assert weight.std().item() == pytest.approx(math.sqrt(2), rel=0.05)
+
+
+def test_layers_describe_themselves():
+    assert "in_features=3, num_outputs=4" in repr(CosineClassifier(3, 4))
+    assert "num_aligned=2, magnitude=True, margin=False, confidence=True" in repr(
+        DistributionAlignment(2, 3, margin=False)
+    )
+    assert "magnitude=False, margin=True, confidence=False" in repr(
+        DistributionAlignment(2, 3, magnitude=False, confidence=False)
+    )
