@@ -642,9 +642,10 @@ def test_build_evaluator_picks_the_backend(random_lvis_dataset, tmp_path):
     assert type(build_evaluator(cfg, name, str(tmp_path))) is FastLVISEvaluator
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis-api"
     assert type(build_evaluator(cfg, name, str(tmp_path))) is LVISApiEvaluator
-    cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"
-    with pytest.raises(ValueError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):
-        build_evaluator(cfg, name, str(tmp_path))
+    cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"  # refused with the config's other values
+    cfg.OUTPUT_DIR = str(tmp_path)
+    with pytest.raises(disalign.InputError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):
+        disalign.check_inputs(cfg, training=False)
 
 
 def test_boxes_overlapping_by_a_pixel_or_less_match_lvis_api(tmp_path):
