@@ -108,24 +108,18 @@ def register_classification_dataset(name, loader, num_classes, **metadata):
 
 def register_all_long_tail_classification(root: str) -> None:
     """Register ImageNet-LT, Places-LT and iNaturalist 2018 (train / val / test) under ``root``."""
-    for name, (annotation, images, num_classes) in _SPLIT_FILES.items():
-        split_file, image_root = os.path.join(root, annotation), os.path.join(root, images)
-        register_classification_dataset(
-            name,
-            functools.partial(load_split_file, split_file, image_root),
-            num_classes,
-            json_file=split_file,
-            image_root=image_root,
-        )
-    for name, (annotation, images, num_classes) in _INATURALIST.items():
-        json_file, image_root = os.path.join(root, annotation), os.path.join(root, images)
-        register_classification_dataset(
-            name,
-            functools.partial(load_inaturalist_json, json_file, image_root),
-            num_classes,
-            json_file=json_file,
-            image_root=image_root,
-        )
+    readers = [(load_split_file, _SPLIT_FILES), (load_inaturalist_json, _INATURALIST)]
+    for reader, splits in readers:
+        for name, (annotation, images, num_classes) in splits.items():
+            annotation_file = os.path.join(root, annotation)
+            image_root = os.path.join(root, images)
+            register_classification_dataset(
+                name,
+                functools.partial(reader, annotation_file, image_root),
+                num_classes,
+                json_file=annotation_file,
+                image_root=image_root,
+            )
 
 
 class ClassificationDatasetMapper:
