@@ -125,7 +125,10 @@ def test_fresh_stage2_cascade_reproduces_stage1(tmp_path, option):
 @pytest.mark.parametrize("option", ["paper", "no-confidence", "cosine"])
 def test_fresh_stage2_classifier_reproduces_stage1(tmp_path, option):
     inputs = [{"image": _image(s, 32), "label": 0} for s in range(4)]
-    outputs = _stage2_outputs_equal_stage1(tmp_path, CLASSIFIER, IDENTITY_OPTIONS[option], inputs)
+    # the paper's initialisation (the miniature's config starts from the official alpha 2)
+    paper_init = ["MODEL.DISALIGN.ALPHA_INIT", 1.0, "MODEL.DISALIGN.CONFIDENCE_WEIGHT_INIT", None]
+    opts = paper_init + IDENTITY_OPTIONS[option]
+    outputs = _stage2_outputs_equal_stage1(tmp_path, CLASSIFIER, opts, inputs)
     assert len(outputs) == 4 and outputs[0]["logits"].std() > 0
 
 
