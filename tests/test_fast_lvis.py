@@ -673,3 +673,22 @@ def test_boxes_overlapping_by_a_pixel_or_less_match_lvis_api(tmp_path):
     # category 1: precision 1/2 at recall 1/2, 2/3 at recall 1: interpolated 2/3 everywhere;
     # category 2: 1
     assert metrics["AP50"] == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+@pytest.mark.parametrize("case", ["federated", "area_bounds", "random_0", "random_3"])
+def test_metrics_are_lvis_api_numbers_bit_for_bit(case, tmp_path):
+    """
+    Counts are integers and every division is lvis-api's, so the precision and recall arrays and
+    their means are the same floating-point numbers: equal, not only within a tolerance (the
+    precision of a first true positive is 1 / (1 + eps), eps = np.spacing(1), as in lvis-api).
+    """
+    if case.startswith("random"):
+        gt, bbox_results, segm_results, _ = random_case(int(case.split("_")[1]))
+    else:
+        make = {"federated": federated_case, "area_bounds": area_bounds_case}[case]
+        gt, bbox_results, segm_results = make()
+    gt_path = write_json(tmp_path / "gt.json", gt)
+    for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
+        assert evaluate_lvis(gt_path, results, iou_type) == lvis_api_metrics(
+            gt_path, results, iou_type
+        )

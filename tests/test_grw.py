@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import os
 import re
@@ -248,3 +249,60 @@ def test_grw_loss_from_the_config():
 
 def test_count_class_samples_counts_images_by_default():
     assert count_class_samples(DICTS, 4) == [2, 0, 1, 0]
+
+
+def test_count_class_samples_of_records_without_annotations_and_its_error():
+    assert count_class_samples([{"file_name": "a.jpg"}, {"label": 1}], 2) == [0, 1]
+    message = (
+        "class 5 of 'b.jpg' is outside [0, 2): the configured number of classes does not match "
+        "the dataset"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        count_class_samples([{"file_name": "b.jpg", "annotations": [{"category_id": 5}]}], 2)
+
+
+@pytest.mark.parametrize("num_classes", [11, 12, 13])
+def test_training_class_counts_sums_datasets_and_names_the_missing_classes(num_classes, caplog):
+    """
+    Two registered detection datasets; every class but the first is missing: the warning names
+    the first 10 missing classes, and how many more there are.
+    """
+    first = [{"file_name": "a.jpg", "annotations": [{"category_id": 0}, {"category_id": 0}]}]
+    second = [{"file_name": "b.jpg", "annotations": [{"category_id": 0}]}]
+    names = ("grw_counts_first", "grw_counts_second")
+    letters = [chr(ord("a") + c) for c in range(num_classes)]
+    try:
+        DatasetCatalog.register(names[0], lambda: first)
+        DatasetCatalog.register(names[1], lambda: second)
+        MetadataCatalog.get(names[0]).set(thing_classes=letters)
+        with caplog.at_level(logging.INFO, logger="disalign"):
+            counts = training_class_counts(names, num_classes)  # by images
+        assert counts == [2] + [0] * (num_classes - 1)
+        assert training_class_counts(names, num_classes, "instances")[0] == 3
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+        MetadataCatalog.remove(names[0])
+    missing = num_classes - 1
+    more = f" and {missing - 10} more" if missing > 10 else ""
+    warning = (
+        f"GRW: {missing} of {num_classes} classes have no training images in {names} "
+        f"({', '.join(letters[1:11])}{more}); they get the weight of a class seen once."
+    )
+    info = f"GRW class counts by images over {names}: min 0, max 2, total 2"
+    messages = [r.getMessage() for r in caplog.records]
+    assert warning in messages and info in messages, messages
+
+
+def test_training_class_counts_without_class_names_shows_indices_and_refuses_no_dataset(caplog):
+    name = "grw_counts_unnamed"
+    try:
+        DatasetCatalog.register(name, lambda: [{"annotations": [{"category_id": 1}]}])
+        with caplog.at_level(logging.WARNING, logger="disalign"):
+            assert training_class_counts((name,), 3, "instances") == [0, 1, 0]
+    finally:
+        DatasetCatalog.remove(name)
+    assert any("(0, 2); they get the weight" in r.getMessage() for r in caplog.records)
+    message = r"^GRW needs class counts, but cfg.DATASETS.TRAIN is empty$"
+    with pytest.raises(ValueError, match=message):
+        training_class_counts((), 3)
