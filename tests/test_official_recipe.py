@@ -184,6 +184,10 @@ def test_segmentor_stage2_with_the_official_recipe():
     prefix = "sem_seg_head.alignment."
     names = ("alpha", "beta", "confidence.conv.weight", "confidence.norm.weight")
     assert trainable == {prefix + n for n in (*names, "confidence.norm.bias")}
+    alignment = model.sem_seg_head.alignment
+    with torch.no_grad():  # away from alpha 1, beta 0, where sigma gets no gradient
+        alignment.alpha.copy_(torch.linspace(0.5, 2.0, 20))
+        alignment.beta.copy_(torch.linspace(-1.0, 1.0, 20))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = RecordingTrainer(model, build_train_loader(cfg), build_optimizer(cfg, model))
     trainer.train(0, 2)
