@@ -194,9 +194,9 @@ def test_train_net_two_stages(tmp_path):
     )
     # the group means are the means of detectron2's per-class IoU / accuracy over each group's
     # classes that have pixels in the val set (NaN per-class values)
-    counts = training_class_counts(("miniature_seg_train",), 36, "pixels")
-    groups = np.array([pixel_ratio_group(n / sum(counts)) for n in counts])
     names = MetadataCatalog.get("miniature_seg_val").stuff_classes
+    counts = training_class_counts(("miniature_seg_train",), len(names), "pixels")
+    groups = np.array([pixel_ratio_group(n / sum(counts)) for n in counts])
     for stage in ("s1", "s2"):
         results = json.loads((tmp_path / stage / "eval_results.json").read_text())["sem_seg"]
         iou = np.array([results[f"IoU-{n}"] for n in names], dtype=float)
