@@ -250,3 +250,39 @@ def test_official_ade20k_configs(depth):
     official.SOLVER.MAX_ITER, official.OUTPUT_DIR = 8000, paper.OUTPUT_DIR
     official.MODEL.DEVICE = paper.MODEL.DEVICE
     assert official == paper
+
+
+@pytest.mark.parametrize("rpn_train_mode", [False, True])
+def test_detector_stage2_rpn_mode(miniature_cfg, rpn_train_mode):
+    """
+    The official stage 2 keeps the frozen RPN in training mode: proposals from the training
+    top-k, and RPN losses that train nothing. The project's default runs it as at inference.
+    """
+    torch.manual_seed(0)
+    cfg = miniature_cfg
+    cfg.merge_from_list(["MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE", rpn_train_mode])
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 7  # per image, as PROPOSAL_GENERATOR's training top-k
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 40
+    model = build_model(cfg)
+    proposal_counts = []
+    model.proposal_generator.register_forward_hook(
+        lambda module, inputs, output: proposal_counts.extend(len(p) for p in output[0])
+    )
+    rpn_before = {k: v.clone() for k, v in model.proposal_generator.state_dict().items()}
+    trainer = RecordingTrainer(model, build_train_loader(cfg), build_optimizer(cfg, model))
+    trainer.train(0, 2)
+
+    assert model.proposal_generator.training == rpn_train_mode
+    assert not model.backbone.training and not model.roi_heads.box_head.training
+    assert len(proposal_counts) == 2 * cfg.SOLVER.IMS_PER_BATCH
+    if rpn_train_mode:
+        assert max(proposal_counts) == 7
+        assert trainer.loss_names == [["loss_cls", "loss_rpn_cls", "loss_rpn_loc"]] * 2
+    else:
+        assert min(proposal_counts) > 7 and max(proposal_counts) <= 40
+        assert trainer.loss_names == [["loss_cls"]] * 2
+    # the RPN's losses train nothing: its parameters and buffers are unchanged
+    for key, value in model.proposal_generator.state_dict().items():
+        assert torch.equal(value, rpn_before[key]), key
+    model.eval()  # evaluation uses the test top-k either way
+    assert not model.proposal_generator.training

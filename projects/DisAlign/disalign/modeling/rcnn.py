@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
 from .alignment import AlignmentStageMixin
@@ -19,4 +20,32 @@ class DisAlignRCNN(AlignmentStageMixin, GeneralizedRCNN):
     Autograd records nothing for the frozen trunk (backbone, RPN, box pooler and box head), and the
     ROI heads leave out the losses of frozen heads (mask, box regression): a training step computes
     only what the trained parameters' loss needs.
+
+    ``MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE`` keeps the frozen RPN in training mode in
+    stage 2, as the official code does: it proposes with the training top-k and computes its
+    (gradient-free) losses.
     """
+
+    @configurable
+    def __init__(self, *, alignment_stage_rpn_train_mode: bool = False, **kwargs):
+        """
+        Args:
+            alignment_stage_rpn_train_mode (bool): in the alignment stage, run the frozen RPN in
+                training mode (training pre/post-NMS top-k) instead of eval mode.
+            kwargs: the arguments of :class:`AlignmentStageMixin` and ``GeneralizedRCNN``.
+        """
+        super().__init__(**kwargs)
+        self.alignment_stage_rpn_train_mode = alignment_stage_rpn_train_mode
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {
+            **super().from_config(cfg),
+            "alignment_stage_rpn_train_mode": cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE,
+        }
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.alignment_stage and self.alignment_stage_rpn_train_mode:
+            self.proposal_generator.train()
+        return self
