@@ -65,7 +65,9 @@ class DisAlignImageClassifier(AlignmentStageMixin, nn.Module):
             pixel_mean, pixel_std: per-channel input normalisation.
             alignment_stage, alignment_stage_trainable: see :class:`AlignmentStageMixin`.
         """
-        super().__init__()
+        # builds itself, then sets up the alignment stage (not the mixin's __init__, which
+        # expects a base class that builds the model)
+        nn.Module.__init__(self)
         self.backbone = backbone
         self.in_feature = in_feature
         in_channels = backbone.output_shape()[in_feature].channels
