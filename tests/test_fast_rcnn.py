@@ -169,3 +169,109 @@ def test_sigmoid_and_federated_losses_are_refused_where_detectron2_has_them():
         with pytest.raises(ValueError, match="softmax cross-entropy"):
             build_model(bad)
     assert isinstance(build_model(cfg).roi_heads.box_predictor, DisAlignFastRCNNOutputLayers)
+
+
+# ---- the parts of the predictor that the tests above leave out ----
+
+
+def _cosine_predictor(input_shape, scale=7.0, **kwargs):
+    return DisAlignFastRCNNOutputLayers(
+        input_shape,
+        box2box_transform=Box2BoxTransform((10, 10, 5, 5)),
+        num_classes=K,
+        cls_head="cosine",
+        cosine_scale=scale,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (2, 2, 4)])
+def test_region_features_with_spatial_dimensions_are_flattened(shape):
+    """(R, C, W) or (R, C, H, W) features: the heads read the 16 flattened values of each."""
+    torch.manual_seed(4)
+    channels, *spatial = shape
+    input_shape = ShapeSpec(
+        channels=channels, height=spatial[0] if len(spatial) == 2 else None, width=spatial[-1]
+    )
+    predictor = _cosine_predictor(input_shape, alignment=DistributionAlignment(K, 16))
+    assert predictor.cls_score.weight.shape == (K + 1, 16)
+    with torch.no_grad():
+        predictor.alignment.alpha.fill_(2.0)
+    x = torch.randn(3, *shape)
+    flat = x.reshape(3, 16)
+    scores, deltas = predictor(x)
+    z = 7.0 * F.normalize(flat, dim=1) @ F.normalize(predictor.cls_score.weight, dim=1).t()
+    sigma = torch.sigmoid(flat @ predictor.alignment.confidence.weight.t())  # zero bias
+    torch.testing.assert_close(scores[:, :K], sigma * 2.0 * z[:, :K] + (1 - sigma) * z[:, :K])
+    torch.testing.assert_close(scores[:, K], z[:, K])
+    bbox = predictor.bbox_pred
+    torch.testing.assert_close(deltas, flat @ bbox.weight.t() + bbox.bias)
+
+
+def test_cosine_head_input_size_from_the_shape_or_a_number_of_channels():
+    # channels x height x width, a missing spatial size counting 1
+    assert _cosine_predictor(ShapeSpec(channels=2, height=3)).cls_score.weight.shape == (K + 1, 6)
+    assert _cosine_predictor(ShapeSpec(channels=2, width=5)).cls_score.weight.shape == (K + 1, 10)
+    head = _cosine_predictor(ShapeSpec(channels=3, height=2, width=2), scale=3.0).cls_score
+    assert head.weight.shape == (K + 1, 12) and head.scale.item() == 3.0
+    # detectron2's predictor also accepts an int: the number of channels
+    assert _cosine_predictor(16).cls_score.weight.shape == (K + 1, 16)
+
+
+@pytest.mark.parametrize("num_classes, num_unweighted", [(K, 0), (K, 2), (K - 1, 1), (K + 1, 1)])
+def test_grw_loss_of_other_classes_than_the_predictor_is_refused(num_classes, num_unweighted):
+    grw = GRWCrossEntropy(0.8, [1] * num_classes, num_classes, num_unweighted)
+    with pytest.raises(ValueError, match=r"^the GRW loss must cover 5 classes \+ background$"):
+        _predictor(grw=grw)
+
+
+def test_losses_without_grw_by_hand_and_as_detectron2_with_the_loss_weights():
+    """
+    Plain cross-entropy, the box loss of detectron2's predictor (proposals matched to a box, and
+    unmatched background proposals without ``gt_boxes``), the loss weights (the configs set only
+    the box loss': the classification loss then has weight 1) and the logged accuracy.
+    """
+    torch.manual_seed(5)
+    weights = {"loss_box_reg": 3.0}
+    ours = _predictor(loss_weight=weights)
+    base = FastRCNNOutputLayers(
+        ShapeSpec(channels=D),
+        box2box_transform=Box2BoxTransform((10, 10, 5, 5)),
+        num_classes=K,
+        loss_weight=weights,
+    )
+    base.load_state_dict(ours.state_dict())
+    proposals = _proposals([[0, 3, 5], [2, 5, 1, 4], [5, 5]])
+    proposals[2].remove("gt_boxes")
+    x = torch.randn(9, D)
+    predictions = ours(x)
+    with EventStorage() as storage:
+        losses = ours.losses(predictions, proposals)
+        accuracy = storage.latest()["fast_rcnn/cls_accuracy"][0]
+    with EventStorage():
+        expected = base.losses(base(x), proposals)
+    labels = torch.tensor([0, 3, 5, 2, 5, 1, 4, 5, 5])
+    scores = predictions[0].detach()
+    nll = -F.log_softmax(scores, dim=1)[torch.arange(9), labels]
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    torch.testing.assert_close(losses["loss_cls"], nll.mean())
+    assert losses["loss_box_reg"].item() > 0
+    torch.testing.assert_close(losses["loss_box_reg"], expected["loss_box_reg"])
+    # the box loss of the 5 foreground proposals, L1 (smooth_l1_beta 0), divided by the 9
+    deltas = predictions[1].detach().view(9, K, 4)
+    matched = torch.cat([p.proposal_boxes.tensor for p in proposals[:2]])
+    gt_boxes = torch.cat([p.gt_boxes.tensor for p in proposals[:2]])
+    l1 = 0.0
+    for roi in (0, 1, 3, 5, 6):
+        target = ours.box2box_transform.get_deltas(matched[roi : roi + 1], gt_boxes[roi : roi + 1])
+        l1 += (deltas[roi, labels[roi]] - target[0]).abs().sum()
+    torch.testing.assert_close(losses["loss_box_reg"], 3.0 * l1 / 9)
+    assert accuracy == (scores.argmax(dim=1) == labels).sum().item() / 9
+
+
+def test_empty_batch_with_a_trainable_box_regressor_gives_zero_losses():
+    predictor = _predictor(grw=GRWCrossEntropy(0.8, [1] * K, K, 1))
+    with EventStorage():
+        empty = predictor.losses(predictor(torch.zeros(0, D)), [])
+    assert set(empty) == {"loss_cls", "loss_box_reg"}
+    assert empty["loss_cls"].item() == 0.0 and empty["loss_box_reg"].item() == 0.0
