@@ -280,8 +280,7 @@ def stage_times(gt_path, results_path, iou_type, max_dets):
         lap("IoUs of candidate pairs (segm: RLE decoding + pycocotools)")
         matches = f._match(dt, gt, *pairs)
         lap("matching")
-        precision, recall = f._accumulate(dt, gt, *matches)
-        f._summarize(precision, recall, gt, max_dets)
+        f._summarize(f._accumulate(dt, gt, *matches), gt, max_dets)
         lap("accumulation and summary")
     return times
 

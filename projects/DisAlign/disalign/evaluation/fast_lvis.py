@@ -32,11 +32,15 @@ itself. Here the whole evaluation is array operations over what can matter:
 4. Accumulation: per category, area range and threshold, the detections of all images in score
    order, cumulated true / false positives, and the interpolated precision at the 101 recall
    thresholds, for all categories and thresholds of an area range at once (categories laid end to
-   end; a few thresholds at a time if memory requires). Counts are integers and every division is
-   the one lvis-api does, so precision and recall are the same floating-point numbers.
+   end; a few thresholds at a time if memory requires). Only the categories with ground truth in
+   the area range (the others are -1 in lvis-api's arrays) and the detections that are not
+   ignored at every threshold take part, and the interpolated precision is read off the true
+   positives alone (a false positive's precision is below that of the true positive before it).
+   Counts are integers and every division is the one lvis-api does, so precision and recall are
+   the same floating-point numbers.
 5. The summary averages the valid entries (> -1) of the precision and recall arrays as lvis-api
-   does: AP over IoU 0.50:0.95, at 0.50 and 0.75, per area range and frequency group r/c/f, and
-   AR at ``max_dets``.
+   does, taken in the same order from the arrays of step 4: AP over IoU 0.50:0.95, at 0.50 and
+   0.75, per area range and frequency group r/c/f, and AR at ``max_dets``.
 
 Masks go through pycocotools, as in lvis-api, so mask IoUs and areas are the same numbers too.
 Python's cyclic garbage collector is paused meanwhile: reading the results makes many containers,
@@ -746,21 +750,22 @@ def _accumulate(dt: _Detections, gt: _GroundTruth, dets, matched, matched_ignore
     lvis-api's ``accumulate``: per category, area range and IoU threshold, the detections of all
     images in decreasing score order (ties: by image, then in their pair's order); cumulated true
     and false positives; precision interpolated (the maximum at any higher recall) at the 101
-    recall thresholds. All categories (and as many IoU thresholds as memory allows) of an area
-    range at once, over the N detections of the categories with ground truth laid end to end,
-    category after category.
+    recall thresholds. Per area range, only for its S categories with ground truth (not ignored
+    in the range; lvis-api gives -1 for the others) and over the detections that count at some
+    threshold (of those categories; matched, or not ignored when unmatched), laid end to end
+    category after category: all of them and as many IoU thresholds as memory allows at once.
 
     Args:
         dets, matched, matched_ignored: the output of :func:`_match`.
     Returns:
-        precision (ndarray[T, R, K, A]): -1 where the category has no ground truth in the area
-            range (not ignored), 0 at recalls never reached.
-        recall (ndarray[T, K, A]): the recall of all detections, -1 likewise.
+        list of A tuples (categories, precision, recall), one per area range:
+            categories (ndarray[S] int64): the category indices with ground truth, increasing.
+            precision (ndarray[T, R, S] float64): lvis-api's precision array's entries of those
+                categories (0 at recalls never reached).
+            recall (ndarray[T, S] float64): the recall of all their detections.
     """
     num_categories = len(gt.category_ids)
     num_areas, num_thresholds = len(AREA_RANGES), len(_MATCH_THRESHOLDS)
-    precision = -np.ones((num_thresholds, len(RECALL_THRESHOLDS), num_categories, num_areas))
-    recall = -np.ones((num_thresholds, num_categories, num_areas))
 
     # the detections in accumulation order, without those of categories without ground truth
     with_gt = np.bincount(gt.category, minlength=num_categories) > 0
@@ -768,130 +773,111 @@ def _accumulate(dt: _Detections, gt: _GroundTruth, dets, matched, matched_ignore
     by_score = by_score[with_gt[dt.category[by_score]]]
     order = by_score[np.argsort(dt.category[by_score], kind="stable")]  # [N]
     category = dt.category[order]
-    category_bounds = np.searchsorted(category, np.arange(num_categories + 1))
-    num_dets = np.diff(category_bounds)  # [K]
-    first_of_category = category_bounds[category]  # [N]
     slot = np.full(len(dt.keys), -1)
     slot[dets] = np.arange(len(dets))
-    order_slot = slot[order]
-    has_slot = np.flatnonzero(order_slot >= 0)  # the detections in order that have a match slot
-    order_slot = order_slot[has_slot]
+    order_slot = slot[order]  # [N]: the match slot of each, -1 for none
 
     gt_ignored = gt.ignore[None, :] | _outside(gt.area)  # [A, G]
     unmatched_ignored = _outside(dt.area[order]) | dt.not_exhaustive[None, order]  # [A, N]
-    thresholds_at_once = int(np.clip(_MAX_ARRAY_SIZE // max(len(order), 1), 1, num_thresholds))
+    areas = []
     for a in range(num_areas):
         num_gt = np.bincount(gt.category[~gt_ignored[a]], minlength=num_categories)
-        evaluated = np.flatnonzero(num_gt > 0)
-        recall[:, evaluated, a] = 0.0  # the values without detections
-        precision[:, :, evaluated, a] = 0.0
-        evaluated = evaluated[num_dets[evaluated] > 0]
-        if len(evaluated) == 0:
-            continue
-        for first in range(0, num_thresholds, thresholds_at_once):
-            t = slice(first, first + thresholds_at_once)
-            is_matched = np.zeros((len(range(num_thresholds)[t]), len(order)), dtype=bool)
-            is_matched[:, has_slot] = matched[a, t][:, order_slot]
-            ignored = ~is_matched & unmatched_ignored[a]
-            ignored[:, has_slot] |= matched_ignored[a, t][:, order_slot]
-            recall[t, evaluated, a], precision[t, :, evaluated, a] = _precision_recall(
-                is_matched & ~ignored,
-                ~(is_matched | ignored),
-                first_of_category,
-                category_bounds[evaluated],
-                category_bounds[evaluated + 1],
-                num_gt[evaluated],
+        categories = np.flatnonzero(num_gt > 0)  # [S]
+        # the detections that count at some threshold: matched, or not ignored when unmatched
+        counts = (order_slot >= 0) | ~unmatched_ignored[a]
+        counting = np.flatnonzero((num_gt[category] > 0) & counts)  # [N_a]
+        seg_start = np.append(np.searchsorted(category[counting], categories), len(counting))
+        kept_slot = order_slot[counting]
+        has_slot = np.flatnonzero(kept_slot >= 0)
+        kept_slot = kept_slot[has_slot]
+        counted_if_unmatched = ~unmatched_ignored[a, counting]  # [N_a]
+        precision = np.zeros((num_thresholds, len(RECALL_THRESHOLDS), len(categories)))
+        recall = np.zeros((num_thresholds, len(categories)))
+        at_once = int(np.clip(_MAX_ARRAY_SIZE // max(len(counting), 1), 1, num_thresholds))
+        for first in range(0, num_thresholds, at_once):
+            t = slice(first, first + at_once)
+            is_matched = np.zeros((len(range(num_thresholds)[t]), len(counting)), dtype=bool)
+            is_matched[:, has_slot] = matched[a, t][:, kept_slot]
+            true_positive = is_matched.copy()
+            true_positive[:, has_slot] &= ~matched_ignored[a, t][:, kept_slot]
+            counted = true_positive | (~is_matched & counted_if_unmatched)
+            recall[t], precision[t] = _precision_recall(
+                true_positive, counted, seg_start, num_gt[categories]
             )
-    return precision, recall
+        areas.append((categories, precision, recall))
+    return areas
 
 
-def _precision_recall(true_positive, false_positive, first_of_category, seg_start, seg_end, num_gt):
+def _precision_recall(true_positive, counted, seg_start, num_gt):
     """
     Recall and interpolated precision of S categories ("segments" of the detections in
-    accumulation order) at T' IoU thresholds.
+    accumulation order) at T' IoU thresholds, from their true positives alone: the precision of
+    a false positive is below that of the true positive before it (or 0), so the interpolated
+    precision at the c-th true positive is the maximum precision of the c-th and later ones.
 
     Args:
-        true_positive, false_positive (ndarray[T', N] bool): the detections counted as such.
-        first_of_category (ndarray[N] int64): where the category of each detection starts.
-        seg_start, seg_end (ndarray[S] int64): where each category's detections start and end.
+        true_positive (ndarray[T', N] bool): the detections counted as true positives.
+        counted (ndarray[T', N] bool): as true or false positives (not ignored).
+        seg_start (ndarray[S + 1] int64): where each category's detections start; then N.
         num_gt (ndarray[S] int64): each category's ground truth (> 0).
     Returns:
         recall (ndarray[T', S]), precision (ndarray[T', R, S]).
     """
-    num_rows, num_dets = true_positive.shape
-    # the counts within each category: cumulated sums minus their value before the category
-    tp_sum = np.cumsum(true_positive, axis=1, dtype=np.int32)
-    fp_sum = np.cumsum(false_positive, axis=1, dtype=np.int32)
+    num_rows, num_segments = len(true_positive), len(num_gt)
+    counted_sum = np.cumsum(counted, axis=1, dtype=np.int32)  # [T', N]
     zero = np.zeros((num_rows, 1), dtype=np.int32)
-    tp_before = np.concatenate([zero, tp_sum], axis=1)  # [T', N + 1]: before each detection
-    fp_before = np.concatenate([zero, fp_sum], axis=1)
-    tp = (tp_sum - tp_before[:, first_of_category]).astype(np.float64)
-    fp = (fp_sum - fp_before[:, first_of_category]).astype(np.float64)
-    tp_before = tp_before[:, seg_start]  # [T', S]: in the row, before each category
-    recall = tp[:, seg_end - 1] / num_gt
-    pr = tp / (fp + tp + np.spacing(1))
+    counted_before = np.concatenate([zero, counted_sum], axis=1)[:, seg_start[:-1]]  # [T', S]
 
-    # the first detection of each category where the recall reaches each recall threshold:
-    # where the true-positive count reaches the cutoff c of that threshold, i.e. the c-th true
-    # positive of the category (its first detection for c = 0; none past its last)
+    # the true positives, row after row, category after category; their (row, category) cell
+    row, position = np.nonzero(true_positive)  # [P]
+    cell = row * num_segments + np.searchsorted(seg_start, position, side="right") - 1
+    tp_count = np.bincount(cell, minlength=num_rows * num_segments)  # [T' * S]
+    cell_start = np.cumsum(tp_count) - tp_count  # where each cell's true positives start
+    tp = (np.arange(len(cell)) - cell_start[cell] + 1).astype(np.float64)  # counts up to each
+    fp = (counted_sum[row, position] - counted_before.reshape(-1)[cell]).astype(np.float64) - tp
+    pr = tp / (fp + tp + np.spacing(1))  # [P], lvis-api's expression
+    recall = tp_count.reshape(num_rows, num_segments) / num_gt
+
+    # for each recall threshold, its cutoff c (true positives whose recall is below it): the
+    # interpolated precision is the maximum over the true positives from the c-th (the first for
+    # c = 0) to the cell's end, 0 if the cell has fewer than c; as the maxima of the blocks
+    # between consecutive positions
+    cell_start = cell_start.reshape(num_rows, num_segments, 1)
+    cell_end = cell_start + tp_count.reshape(num_rows, num_segments, 1)
     cutoffs = _recall_cutoffs(num_gt)[None]  # [1, S, R]
-    row, tp_position = np.nonzero(true_positive)
-    tp_offset = np.searchsorted(row, np.arange(num_rows))[:, None] + tp_before  # [T', S]
-    nth = np.minimum(tp_offset[:, :, None] + cutoffs - 1, max(len(tp_position) - 1, 0))
-    position = np.where(
-        cutoffs == 0,
-        seg_start[None, :, None],
-        np.where(
-            cutoffs <= tp[:, seg_end - 1][:, :, None],
-            tp_position[nth] if len(tp_position) else 0,
-            seg_end[None, :, None],
-        ),
-    )  # [T', S, R]
-    # the interpolated precision there: the maximum precision from there to the category's end,
-    # as the maxima of the blocks between consecutive positions (rows laid end to end, each with
-    # a -inf after it)
-    row_start = np.arange(num_rows)[:, None, None] * (num_dets + 1)
-    ends = np.broadcast_to(seg_end[None, :, None], position.shape[:2] + (1,))
-    starts = np.concatenate([position, ends], axis=2) + row_start
-    flat_pr = np.concatenate([pr, np.full((num_rows, 1), -np.inf)], axis=1).reshape(-1)
+    position = np.minimum(cell_start + np.maximum(cutoffs, 1) - 1, cell_end)  # [T', S, R]
+    starts = np.concatenate([position, cell_end], axis=2)
+    flat_pr = np.append(pr, -np.inf)  # so that a start at the end is an index
     block = np.maximum.reduceat(flat_pr, starts.reshape(-1)).reshape(starts.shape)
     block = np.where(starts[..., 1:] > starts[..., :-1], block[..., :-1], -np.inf)
     interpolated = np.maximum.accumulate(block[..., ::-1], axis=2)[..., ::-1]
-    precision = np.where(position < ends, interpolated, 0.0)  # 0 where never reached
+    precision = np.where(position < cell_end, interpolated, 0.0)
     return recall, precision.transpose(0, 2, 1)
 
 
-def _summarize(precision, recall, gt: _GroundTruth, max_dets: int) -> Dict[str, float]:
+def _summarize(areas, gt: _GroundTruth, max_dets: int) -> Dict[str, float]:
     """
-    lvis-api's ``summarize``: means of the valid (> -1) entries of precision [T, R, K, A] and
-    recall [T, K, A], -1 if there is none.
+    lvis-api's ``summarize``: means of the valid (> -1) entries of its precision and recall
+    arrays, -1 if there is none; those of :func:`_accumulate`'s categories, in the same order.
     """
 
-    def mean(values: np.ndarray, valid: np.ndarray) -> float:
-        values = values[valid]
-        return float(np.mean(values)) if values.size else -1.0
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean(values.reshape(-1))) if values.size else -1.0
 
-    area = {name: [a] for a, name in enumerate(AREA_RANGES)}
-    at_iou = {iou: np.where(iou == IOU_THRESHOLDS)[0] for iou in (0.5, 0.75)}
-    valid_precision, valid_recall = precision > -1, recall > -1
-    metrics = {}
-    for name, iou, area_name in [
-        ("AP", None, "all"),
-        ("AP50", 0.5, "all"),
-        ("AP75", 0.75, "all"),
-        ("APs", None, "small"),
-        ("APm", None, "medium"),
-        ("APl", None, "large"),
-    ]:
-        thresholds = slice(None) if iou is None else at_iou[iou]
-        index = (thresholds, slice(None), slice(None), area[area_name])
-        metrics[name] = mean(precision[index], valid_precision[index])
-    for name, categories in zip(FREQUENCY_GROUPS, gt.frequency_groups):
-        index = (slice(None), slice(None), categories, area["all"])
-        metrics[f"AP{name}"] = mean(precision[index], valid_precision[index])
+    area_index = {name: a for a, name in enumerate(AREA_RANGES)}
+    at_iou = {iou: np.flatnonzero(iou == IOU_THRESHOLDS) for iou in (0.5, 0.75)}
+    categories, precision, _ = areas[area_index["all"]]
+    metrics = {
+        "AP": mean(precision),
+        "AP50": mean(precision[at_iou[0.5]]),
+        "AP75": mean(precision[at_iou[0.75]]),
+    }
+    for name, area_name in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
+        metrics[name] = mean(areas[area_index[area_name]][1])
+    for name, group in zip(FREQUENCY_GROUPS, gt.frequency_groups):
+        metrics[f"AP{name}"] = mean(precision[:, :, np.isin(categories, group)])
     for name, suffix in (("all", ""), ("small", "s"), ("medium", "m"), ("large", "l")):
-        index = (slice(None), slice(None), area[name])
-        metrics[f"AR{suffix}@{max_dets}"] = mean(recall[index], valid_recall[index])
+        metrics[f"AR{suffix}@{max_dets}"] = mean(areas[area_index[name]][2])
     return metrics
 
 
@@ -968,20 +954,24 @@ def evaluate_lvis(
         del dataset
         dt = _Detections(_read_results(results, gt, iou_type, mask_areas), gt, iou_type, max_dets)
         pairs = _candidate_pairs(dt, gt, iou_type)
-        precision, recall = _accumulate(dt, gt, *_match(dt, gt, *pairs))
+        areas = _accumulate(dt, gt, *_match(dt, gt, *pairs))
         del dt, pairs
-        metrics = _summarize(precision, recall, gt, max_dets)
+        metrics = _summarize(areas, gt, max_dets)
         if not per_category:
             return metrics
-        ap = category_ap(precision)
+        # category_ap's mean, over the entries of the categories with ground truth (area "all")
+        categories, precision, _ = areas[0]
+        ap = np.full(len(gt.category_ids), -1.0)
+        ap[categories] = precision.sum(axis=(0, 1)) / (precision.shape[0] * precision.shape[1])
         return metrics, dict(zip(gt.category_ids.astype(np.int64).tolist(), ap.tolist()))
 
 
 def category_ap(precision: np.ndarray) -> np.ndarray:
     """
-    The AP of each category from lvis-api's precision array (``LVISEval.eval["precision"]``, or
-    this module's, which is the same): the mean of its valid (> -1) entries over the IoU and
-    recall thresholds, area range "all"; -1 where there is none (no ground truth).
+    The AP of each category from lvis-api's precision array (``LVISEval.eval["precision"]``;
+    :func:`evaluate_lvis` computes the same from its own arrays): the mean of its valid (> -1)
+    entries over the IoU and recall thresholds, area range "all"; -1 where there is none (no
+    ground truth).
 
     Args:
         precision (ndarray[T, R, K, A]).
