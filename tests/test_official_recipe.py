@@ -286,3 +286,23 @@ def test_detector_stage2_rpn_mode(miniature_cfg, rpn_train_mode):
         assert torch.equal(value, rpn_before[key]), key
     model.eval()  # evaluation uses the test top-k either way
     assert not model.proposal_generator.training
+
+
+@pytest.mark.parametrize(
+    "version, steps, max_iter", [("LVIS-v0.5", (4000,), 4500), ("LVIS-v1.0", (8000,), 9000)]
+)
+def test_official_lvis_configs(version, steps, max_iter):
+    name = f"configs/{version}/mask_rcnn_R_50_FPN_1x_disalign"
+    paper = load_config(os.path.join(REPO_ROOT, f"{name}.yaml"))
+    official = load_config(os.path.join(REPO_ROOT, f"{name}_official.yaml"))
+    assert (paper.SOLVER.STEPS, paper.SOLVER.MAX_ITER) == ((6000, 8000), 9000)
+    assert not paper.MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE
+    assert (official.SOLVER.STEPS, official.SOLVER.MAX_ITER) == (steps, max_iter)
+    assert official.MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE
+    # the same stage-1 model, and nothing else differs
+    assert official.MODEL.WEIGHTS == paper.MODEL.WEIGHTS
+    official.defrost()
+    official.MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE = False
+    official.SOLVER.STEPS, official.SOLVER.MAX_ITER = (6000, 8000), 9000
+    official.OUTPUT_DIR = paper.OUTPUT_DIR
+    assert official == paper
