@@ -206,7 +206,9 @@ class _GroundTruth:
                 ends = np.append(np.flatnonzero(np.diff(owner)), len(owner) - 1).tolist()
                 begin = 0
                 for end in ends:  # the polygons of an annotation merged into one mask
-                    rles[owner[end]] = mask_utils.merge(parts[begin : end + 1])
+                    rles[owner[end]] = (
+                        parts[begin] if end == begin else mask_utils.merge(parts[begin : end + 1])
+                    )
                     begin = end + 1
         return rles
 
@@ -338,21 +340,14 @@ class _Results:
         if self._iou_type == "bbox":
             needed &= ~has_box
         masks, mask_size = [None] * n, np.full((n, 2), -1, dtype=np.int64)
-        for i in np.flatnonzero(needed).tolist():
-            segmentation = results[i]["segmentation"]
-            if (
-                compact
-                and type(segmentation) is dict
-                and len(segmentation) == 2
-                and type(segmentation.get("counts")) is str
-                and type(segmentation.get("size")) is list
-                and len(segmentation["size"]) == 2
-                and all(type(v) is int for v in segmentation["size"])
-            ):
-                masks[i] = segmentation["counts"]
-                mask_size[i] = segmentation["size"]
-            else:
-                masks[i] = segmentation
+        needed = np.flatnonzero(needed).tolist()
+        segmentations = [results[i]["segmentation"] for i in needed]
+        compacted = compact and _compact_rles(segmentations)
+        if compacted:  # all of them compressed RLEs
+            mask_size[needed] = compacted[1]
+            segmentations = compacted[0]
+        for i, segmentation in zip(needed, segmentations):
+            masks[i] = segmentation
         self.masks += masks
         self._parts.append((image, category, score.copy(), has_box, has_mask, boxes, mask_size))
         self.count += n
@@ -368,6 +363,25 @@ class _Results:
         self.bad_box = self.has_box & np.isnan(self.boxes).any(axis=1)
         self._parts = None
         return self
+
+
+def _compact_rles(segmentations: list):
+    """
+    M segmentations, if all are compressed RLEs as detectron2 writes them ({"size": [h, w],
+    "counts": str}): their counts (list of M str) and sizes (ndarray[M, 2] int64); else None.
+    """
+    try:
+        if set(map(type, segmentations)) - {dict} or set(map(len, segmentations)) - {2}:
+            return None
+        counts = list(map(operator.itemgetter("counts"), segmentations))
+        sizes = list(map(operator.itemgetter("size"), segmentations))
+    except KeyError:
+        return None
+    if set(map(type, counts)) - {str} or set(map(type, sizes)) - {list}:
+        return None
+    if set(map(len, sizes)) - {2} or set(map(type, itertools.chain.from_iterable(sizes))) - {int}:
+        return None
+    return counts, np.array(sizes, dtype=np.int64).reshape(len(sizes), 2)
 
 
 # json.dump's separator between the result objects, and any other spacing around the comma
@@ -656,15 +670,27 @@ def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
     pair_iou = np.zeros(len(pair_dt))
     pair_key = dt.keys[pair_dt]  # dt is sorted by (image, category) pair
     bounds = np.append(np.flatnonzero(np.diff(pair_key, prepend=-1)), len(pair_dt))
-    for first, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        dets, det_column = np.unique(pair_dt[first:stop], return_inverse=True)
-        objects, object_column = np.unique(pair_gt[first:stop], return_inverse=True)
-        ious = mask_utils.iou(
-            [dt.rle(d) for d in dets.tolist()],
-            [gt_rles[g] for g in objects.tolist()],
-            [0] * len(objects),
-        )
-        pair_iou[first:stop] = ious[det_column, object_column]
+    # the detections and the ground truth of each (image, category) pair, each sorted by index
+    # and laid end to end, pair after pair, and the row and column of each candidate pair
+    dets, det_index = np.unique(pair_dt, return_inverse=True)
+    objects, object_index = np.unique(pair_key * len(gt.keys) + pair_gt, return_inverse=True)
+    first_keys = pair_key[bounds[:-1]]
+    det_bounds = np.append(np.searchsorted(dt.keys[dets], first_keys), len(dets))  # [pairs + 1]
+    object_bounds = np.append(np.searchsorted(objects // len(gt.keys), first_keys), len(objects))
+    det_column = det_index - np.repeat(det_bounds[:-1], np.diff(bounds))
+    object_column = object_index - np.repeat(object_bounds[:-1], np.diff(bounds))
+    dt_rles = [dt.rle(d) for d in dets.tolist()]
+    object_rles = [gt_rles[g] for g in (objects % len(gt.keys)).tolist()]
+    for first, stop, d0, d1, g0, g1 in zip(
+        bounds[:-1].tolist(),
+        bounds[1:].tolist(),
+        det_bounds[:-1].tolist(),
+        det_bounds[1:].tolist(),
+        object_bounds[:-1].tolist(),
+        object_bounds[1:].tolist(),
+    ):
+        ious = mask_utils.iou(dt_rles[d0:d1], object_rles[g0:g1], [0] * (g1 - g0))
+        pair_iou[first:stop] = ious[det_column[first:stop], object_column[first:stop]]
     candidate = pair_iou >= lowest
     return pair_dt[candidate], pair_gt[candidate], pair_iou[candidate]
 
@@ -859,18 +885,21 @@ def _precision_recall(true_positive, counted, seg_start, num_gt):
 
     # for each recall threshold, its cutoff c (true positives whose recall is below it): the
     # interpolated precision is the maximum over the true positives from the c-th (the first for
-    # c = 0) to the cell's end, 0 if the cell has fewer than c; as the maxima of the blocks
-    # between consecutive positions
-    cell_start = cell_start.reshape(num_rows, num_segments, 1)
-    cell_end = cell_start + tp_count.reshape(num_rows, num_segments, 1)
-    cutoffs = _recall_cutoffs(num_gt)[None]  # [1, S, R]
-    position = np.minimum(cell_start + np.maximum(cutoffs, 1) - 1, cell_end)  # [T', S, R]
-    starts = np.concatenate([position, cell_end], axis=2)
+    # c = 0) to the cell's end, 0 if the cell has fewer than c (or none); as the maxima of the
+    # blocks between consecutive positions, for the L cells with true positives
+    live = np.flatnonzero(tp_count)  # [L]
+    cell_start = cell_start[live, None]  # [L, 1]
+    cell_end = cell_start + tp_count[live, None]
+    cutoffs = _recall_cutoffs(num_gt)[live % num_segments]  # [L, R]
+    position = np.minimum(cell_start + np.maximum(cutoffs, 1) - 1, cell_end)  # [L, R]
+    starts = np.concatenate([position, cell_end], axis=1)
     flat_pr = np.append(pr, -np.inf)  # so that a start at the end is an index
     block = np.maximum.reduceat(flat_pr, starts.reshape(-1)).reshape(starts.shape)
-    block = np.where(starts[..., 1:] > starts[..., :-1], block[..., :-1], -np.inf)
-    interpolated = np.maximum.accumulate(block[..., ::-1], axis=2)[..., ::-1]
-    precision = np.where(position < cell_end, interpolated, 0.0)
+    block = np.where(starts[:, 1:] > starts[:, :-1], block[:, :-1], -np.inf)
+    interpolated = np.maximum.accumulate(block[:, ::-1], axis=1)[:, ::-1]
+    precision = np.zeros((num_rows * num_segments, len(RECALL_THRESHOLDS)))
+    precision[live] = np.where(position < cell_end, interpolated, 0.0)
+    precision = precision.reshape(num_rows, num_segments, len(RECALL_THRESHOLDS))
     return recall, precision.transpose(0, 2, 1)
 
 
