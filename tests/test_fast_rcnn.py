@@ -3,6 +3,8 @@ The DisAlign box predictor against detectron2's FastRCNNOutputLayers and the pap
 in the shape of detectron2's tests/modeling/test_fast_rcnn.py.
 """
 
+import re
+
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
@@ -10,6 +12,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from torch import nn
 from torch.nn import functional as F
 
 from disalign import (
@@ -275,3 +278,37 @@ def test_empty_batch_with_a_trainable_box_regressor_gives_zero_losses():
         empty = predictor.losses(predictor(torch.zeros(0, D)), [])
     assert set(empty) == {"loss_cls", "loss_box_reg"}
     assert empty["loss_cls"].item() == 0.0 and empty["loss_box_reg"].item() == 0.0
+
+
+def test_empty_batch_targets_are_made_on_the_device_of_the_scores():
+    """
+    An empty batch's targets are made on the scores' device: here torch's "meta" device, which,
+    like a GPU, refuses targets left on the CPU (the GRW "mean" reduction reads them).
+    """
+    grw = GRWCrossEntropy(0.8, [1] * K, K, 1, reduction="mean")
+    predictor = _predictor(grw=grw).to("meta")
+    for p in predictor.bbox_pred.parameters():
+        p.requires_grad_(False)
+    with EventStorage():
+        losses = predictor.losses(predictor(torch.zeros(0, D, device="meta")), [])
+    assert set(losses) == {"loss_cls"} and losses["loss_cls"].device.type == "meta"
+    with pytest.raises(RuntimeError, match="device"):  # what targets on the CPU would give
+        grw(torch.zeros(0, K + 1, device="meta"), torch.empty(0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("key", ["USE_SIGMOID_CE", "USE_FED_LOSS"])
+def test_sigmoid_or_federated_loss_key_set_is_refused_with_the_fix(key):
+    # the keys as later detectron2 versions have them (0.6 has neither: added here)
+    from conftest import MINIATURE_DISALIGN, load_config
+
+    cfg = load_config(MINIATURE_DISALIGN, "MODEL.WEIGHTS", "")
+    cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False
+    cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False
+    assert isinstance(DisAlignFastRCNNOutputLayers(cfg, ShapeSpec(channels=D)).cls_score, nn.Linear)
+    cfg.MODEL.ROI_BOX_HEAD[key] = True
+    message = (
+        "DisAlign's box predictor uses softmax cross-entropy: set "
+        "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE and USE_FED_LOSS to False"
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        DisAlignFastRCNNOutputLayers(cfg, ShapeSpec(channels=D))

@@ -306,3 +306,39 @@ def test_training_class_counts_without_class_names_shows_indices_and_refuses_no_
     message = r"^GRW needs class counts, but cfg.DATASETS.TRAIN is empty$"
     with pytest.raises(ValueError, match=message):
         training_class_counts((), 3)
+
+
+def test_grw_loss_mean_reduction_of_one_target():
+    """One target element: the "mean" reduction divides its weighted loss by 1."""
+    loss = GRWCrossEntropy(1.0, [1, 3], num_classes=2, reduction="mean")  # weights 1.5, 0.5
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax: 1/4, 3/4
+    torch.testing.assert_close(loss(logits, torch.tensor([1])), torch.tensor(0.5 * math.log(4 / 3)))
+    torch.testing.assert_close(loss(logits, torch.tensor([0])), torch.tensor(1.5 * math.log(4.0)))
+
+
+def test_count_class_pixels_ignores_255_by_default(tmp_path):
+    from disalign.modeling.grw import count_class_pixels
+
+    path = tmp_path / "labels.png"
+    Image.fromarray(np.array([[0, 255, 2], [2, 255, 255]], dtype=np.uint8)).save(path)
+    records = [{"sem_seg_file_name": str(path)}] * 2
+    assert count_class_pixels(records, 3) == [2, 0, 4]
+    # another ignore label: 255 is then a label outside the classes
+    with pytest.raises(ValueError, match="has label 255 outside"):
+        count_class_pixels(records, 3, ignore_label=2)
+
+
+def test_grw_class_weights_move_to_the_device_of_the_logits():
+    """
+    The weights, computed on the CPU, are moved to the logits' device: here torch's "meta" device,
+    which, like a GPU, refuses a weight left on the CPU.
+    """
+    loss = GRWCrossEntropy(1.0, [1, 3], num_classes=2, reduction="mean")
+    value = loss(torch.zeros(3, 2, device="meta"), torch.tensor([0, 1, 1], device="meta"))
+    assert value.device.type == "meta" and value.shape == ()
+    with pytest.raises(RuntimeError, match="device"):  # what a weight on the CPU would give
+        torch.nn.functional.cross_entropy(
+            torch.zeros(3, 2, device="meta"),
+            torch.tensor([0, 1, 1], device="meta"),
+            weight=loss.class_weights(),
+        )
