@@ -59,6 +59,56 @@ class RecordingTrainer(SimpleTrainer):
         self.optimizer.step()
 
 
+# fmt: off
+FAST_DETECTION = [  # a few iterations of small batches, few detections to evaluate
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.WARMUP_ITERS", "2",
+    "SOLVER.STEPS", "(3,)",
+    "DATALOADER.NUM_WORKERS", "0",
+    "TEST.DETECTIONS_PER_IMAGE", "5",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+]
+# fmt: on
+
+
+@pytest.fixture(scope="session")
+def small_lvis_val(tmp_path_factory):
+    """
+    A DETECTRON2_DATASETS folder whose miniature LVIS has the whole training split and a val
+    split of the fewest val images that hold every class (16 of 145, all 36 classes, small and
+    medium objects, every frequency group): evaluations of train_net.py runs on it cost a ninth.
+    Returns (the folder's environment for train_net.py, the val json).
+    """
+    import json
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.get("miniature_lvis_val")  # made on first use
+    source = MetadataCatalog.get("miniature_lvis_val").json_file
+    source = os.path.dirname(os.path.abspath(source))
+    root = tmp_path_factory.mktemp("datasets")
+    target = root / "miniature_lvis"
+    target.mkdir()
+    for name in ("train", "val", "miniature_lvis_train.json"):
+        (target / name).symlink_to(os.path.join(source, name))
+        assert (target / name).exists()
+    with open(os.path.join(source, "miniature_lvis_val.json")) as f:
+        val = json.load(f)
+    classes = {}
+    for a in val["annotations"]:
+        classes.setdefault(a["image_id"], set()).add(a["category_id"])
+    covered, kept = set(), set()
+    while len(covered) < len(val["categories"]):  # greedy: most classes not yet covered
+        best = max(classes, key=lambda i: (len(classes[i] - covered), -i))
+        kept.add(best)
+        covered |= classes[best]
+    val["images"] = [image for image in val["images"] if image["id"] in kept]
+    val["annotations"] = [a for a in val["annotations"] if a["image_id"] in kept]
+    json_file = target / "miniature_lvis_val.json"
+    json_file.write_text(json.dumps(val))
+    return {"DETECTRON2_DATASETS": str(root)}, json_file
+
+
 def train_net(*args, env=None):
     """Run train_net.py in a subprocess with ``args`` (turned into strings)."""
     return subprocess.run(
@@ -68,6 +118,21 @@ def train_net(*args, env=None):
         text=True,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def miniature_stage1(tmp_path_factory, small_lvis_val):
+    """
+    A stage-1 miniature detector, trained once for every test that needs one: 4 iterations of
+    FAST_DETECTION, then evaluated on the small val split. Returns (its OUTPUT_DIR, the run).
+    """
+    env, _ = small_lvis_val
+    out = tmp_path_factory.mktemp("stage1")
+    run = train_net(
+        "--config-file", MINIATURE_BASELINE, *FAST_DETECTION, "SOLVER.MAX_ITER", 4,
+        "OUTPUT_DIR", out, env=env,
+    )  # fmt: skip
+    return out, ok(run)
 
 
 def ok(result):

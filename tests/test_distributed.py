@@ -47,13 +47,16 @@ STAGE2 = COMMON + [
 ALIGNMENT = "roi_heads.box_predictor.alignment."
 
 
-def _run(command, **kwargs):
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, **kwargs)
+def _run(command, env=None, **kwargs):
+    env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, **kwargs
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
 
-def two_processes(script, *args):
+def two_processes(script, *args, env=None):
     """``script`` in 2 CPU processes, started as train_net.py's README says."""
     if launch_supports_cpu() and script == TRAIN_NET:
         command = [sys.executable, script, "--num-gpus", "2", *args]
@@ -62,22 +65,24 @@ def two_processes(script, *args):
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2", script, *args,
         ]  # fmt: skip
-    return _run([*command])
+    return _run([*command], env=env)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, miniature_stage1, small_lvis_val):
+    # stage 1: the session's miniature detector; evaluations on the small val split
+    stage1, _ = miniature_stage1
+    env, _ = small_lvis_val
     out = tmp_path_factory.mktemp("distributed")
-    _run([sys.executable, TRAIN_NET, "--config-file", MINIATURE_BASELINE, *COMMON,
-          "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()",
-          "OUTPUT_DIR", str(out / "stage1")])  # fmt: skip
+    (out / "stage1").symlink_to(stage1)
     stage2 = ["--config-file", MINIATURE_DISALIGN, *STAGE2,
               "MODEL.WEIGHTS", str(out / "stage1" / "model_final.pth")]  # fmt: skip
-    _run([sys.executable, TRAIN_NET, *stage2, "OUTPUT_DIR", str(out / "one")])
-    two_processes(TRAIN_NET, *stage2, "DATASETS.TEST", "()", "OUTPUT_DIR", str(out / "two"))
+    _run([sys.executable, TRAIN_NET, *stage2, "OUTPUT_DIR", str(out / "one")], env=env)
+    two_processes(TRAIN_NET, *stage2, "DATASETS.TEST", "()", "OUTPUT_DIR", str(out / "two"),
+                  env=env)  # fmt: skip
     two_processes(TRAIN_NET, "--eval-only", "--config-file", MINIATURE_DISALIGN, *STAGE2,
                   "MODEL.WEIGHTS", str(out / "one" / "model_final.pth"),
-                  "OUTPUT_DIR", str(out / "eval_two"))  # fmt: skip
+                  "OUTPUT_DIR", str(out / "eval_two"), env=env)  # fmt: skip
     return out
 
 

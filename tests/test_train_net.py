@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import (
+    FAST_DETECTION,
     MINIATURE_BASELINE,
     MINIATURE_DISALIGN,
     REPO_ROOT,
@@ -20,16 +21,7 @@ from conftest import (
 )
 
 LVIS_V05_BASELINE = os.path.join(REPO_ROOT, "configs/LVIS-v0.5/mask_rcnn_R_50_FPN_1x_baseline.yaml")
-# fmt: off
-FAST = [  # a few iterations of small batches, few detections to evaluate
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.STEPS", "(3,)",
-    "DATALOADER.NUM_WORKERS", "0",
-    "TEST.DETECTIONS_PER_IMAGE", "5",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
-]
-# fmt: on
+FAST = FAST_DETECTION  # a few iterations of small batches, few detections to evaluate
 # what detectron2's LVISEvaluator reports per task
 LVIS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 ALIGNMENT_KEYS = {
@@ -41,14 +33,10 @@ ALIGNMENT_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def stages(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train_net")
-    stage1, stage2 = out / "stage1", out / "stage2"
-    first = ok(
-        train_net(
-            "--config-file", MINIATURE_BASELINE, *FAST, "SOLVER.MAX_ITER", 4, "OUTPUT_DIR", stage1
-        )
-    )
+def stages(tmp_path_factory, miniature_stage1, small_lvis_val):
+    # stage 1: the session's (FAST, 4 iterations, evaluated on the small val split)
+    stage1, first = miniature_stage1
+    stage2 = tmp_path_factory.mktemp("train_net") / "stage2"
     second = ok(
         train_net(
             "--config-file",
@@ -60,6 +48,7 @@ def stages(tmp_path_factory):
             stage1 / "model_final.pth",
             "OUTPUT_DIR",
             stage2,
+            env=small_lvis_val[0],
         )
     )
     return stage1, stage2, first, second
@@ -69,11 +58,11 @@ def _model(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
-def test_both_stages_train_and_evaluate(stages):
+def test_both_stages_train_and_evaluate(stages, small_lvis_val):
     stage1, stage2, first, second = stages
     for directory, run in ((stage1, first), (stage2, second)):
         results = json.loads((directory / "eval_results.json").read_text())
-        assert results == _lvis_api_metrics(directory)
+        assert results == _lvis_api_metrics(directory, small_lvis_val[1])
         assert "eta:" in run.stdout  # detectron2's progress lines
     # stage 2 trains the classification loss only
     assert "loss_cls" in first.stdout and "loss_mask" in first.stdout
@@ -84,12 +73,11 @@ def test_both_stages_train_and_evaluate(stages):
     assert trained and not any("loss_mask" in m or "loss_rpn_cls" in m for m in trained)
 
 
-def _lvis_api_metrics(run_dir):
+def _lvis_api_metrics(run_dir, json_file):
     """lvis-api's AP on the predictions a run saved, as detectron2 reports them (0-100)."""
-    from detectron2.data import MetadataCatalog
     from lvis import LVIS, LVISEval, LVISResults
 
-    gt = LVIS(MetadataCatalog.get("miniature_lvis_val").json_file)
+    gt = LVIS(str(json_file))  # the val split the runs were evaluated on
     saved = run_dir / "inference" / "miniature_lvis_val" / "lvis_instances_results.json"
     predictions = json.loads(saved.read_text())
     metrics = {}
@@ -106,7 +94,9 @@ def _lvis_api_metrics(run_dir):
     return metrics
 
 
-def test_the_same_run_again_gives_the_same_numbers_evaluated_in_the_middle_too(stages, tmp_path):
+def test_the_same_run_again_gives_the_same_numbers_evaluated_in_the_middle_too(
+    stages, small_lvis_val, tmp_path
+):
     # the stage-2 run again, this time also evaluated after iteration 2: evaluation in the middle
     # of training does not disturb the random stream (reseeded before every iteration)
     stage1, stage2, _, _ = stages
@@ -115,6 +105,7 @@ def test_the_same_run_again_gives_the_same_numbers_evaluated_in_the_middle_too(s
             "--config-file", MINIATURE_DISALIGN, *FAST, "SOLVER.MAX_ITER", 4,
             "TEST.EVAL_PERIOD", 2,
             "MODEL.WEIGHTS", stage1 / "model_final.pth", "OUTPUT_DIR", tmp_path,
+            env=small_lvis_val[0],
         )
     )  # fmt: skip
     assert again.stdout.count("Evaluation results for bbox") + again.stderr.count(
@@ -137,7 +128,7 @@ def test_stage2_checkpoint_differs_from_stage1_only_in_alignment(stages):
     assert not torch.equal(after["roi_heads.box_predictor.alignment.beta"], torch.zeros(36))
 
 
-def test_eval_only_reproduces_the_training_evaluation(stages, tmp_path):
+def test_eval_only_reproduces_the_training_evaluation(stages, small_lvis_val, tmp_path):
     _, stage2, _, _ = stages
     ok(
         train_net(
@@ -149,6 +140,7 @@ def test_eval_only_reproduces_the_training_evaluation(stages, tmp_path):
             stage2 / "model_final.pth",
             "OUTPUT_DIR",
             tmp_path,
+            env=small_lvis_val[0],
         )
     )
     assert json.loads((tmp_path / "eval_results.json").read_text()) == json.loads(
