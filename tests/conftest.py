@@ -109,6 +109,76 @@ def small_lvis_val(tmp_path_factory):
     return {"DETECTRON2_DATASETS": str(root)}, json_file
 
 
+@pytest.fixture(scope="session")
+def small_lt_test(tmp_path_factory):
+    """
+    A DETECTRON2_DATASETS folder whose classification miniature has the whole training split and
+    a test split of the first 4 test images of each class (144 of 720, every class): evaluations
+    of train_net.py runs on it cost a fifth. Returns the folder's environment for train_net.py.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    DatasetCatalog.get("miniature_lt_test")  # made on first use
+    source = MetadataCatalog.get("miniature_lt_test").json_file
+    source = os.path.dirname(os.path.abspath(source))
+    root = tmp_path_factory.mktemp("datasets")
+    target = root / "miniature_lt"
+    target.mkdir()
+    for name in ("VERSION", "train", "test", "miniature_lt_train.txt"):
+        (target / name).symlink_to(os.path.join(source, name))
+        assert (target / name).exists()
+    per_class, lines = {}, []
+    with open(os.path.join(source, "miniature_lt_test.txt")) as f:
+        for line in f:
+            if line.strip():
+                label = int(line.split()[-1])
+                per_class[label] = per_class.get(label, 0) + 1
+                if per_class[label] <= 4:
+                    lines.append(line)
+    (target / "miniature_lt_test.txt").write_text("".join(lines))
+    return {"DETECTRON2_DATASETS": str(root)}
+
+
+@pytest.fixture(scope="session")
+def small_seg_val(tmp_path_factory):
+    """
+    A DETECTRON2_DATASETS folder whose segmentation miniature has the whole training split and a
+    val split of the fewest val images whose labels hold every class (5 of 56, all 20 classes):
+    evaluations of train_net.py runs on it cost a tenth. Returns the folder's environment for
+    train_net.py (with its own DISALIGN_CACHE for the pixel counts of these paths).
+    """
+    import numpy as np
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from PIL import Image
+
+    DatasetCatalog.get("miniature_seg_val")  # made on first use
+    meta = MetadataCatalog.get("miniature_seg_val")
+    source = os.path.dirname(os.path.dirname(os.path.abspath(meta.sem_seg_root)))
+    root = tmp_path_factory.mktemp("datasets")
+    target = root / "miniature_seg"
+    target.mkdir()
+    (target / "VERSION").symlink_to(os.path.join(source, "VERSION"))
+    for kind in ("images", "labels"):
+        (target / kind).mkdir()
+        (target / kind / "train").symlink_to(os.path.join(source, kind, "train"))
+        (target / kind / "val").mkdir()
+        assert (target / kind / "train").exists()
+    labels = os.path.join(source, "labels", "val")
+    classes = {}
+    for name in sorted(os.listdir(labels)):
+        present = set(np.unique(np.asarray(Image.open(os.path.join(labels, name)))).tolist())
+        classes[name] = present - {meta.ignore_label}
+    everything = set().union(*classes.values())
+    assert len(everything) == len(meta.stuff_classes)
+    covered = set()
+    while covered != everything:  # greedy: most classes not yet covered
+        best = max(classes, key=lambda n: len(classes[n] - covered))
+        covered |= classes.pop(best)
+        for kind in ("images", "labels"):
+            (target / kind / "val" / best).symlink_to(os.path.join(source, kind, "val", best))
+    return {"DETECTRON2_DATASETS": str(root), "DISALIGN_CACHE": str(root / "cache")}
+
+
 def train_net(*args, env=None):
     """Run train_net.py in a subprocess with ``args`` (turned into strings)."""
     return subprocess.run(

@@ -150,10 +150,11 @@ def test_classifier_grw_loss_and_stage2_freezing():
     assert changed == trainable and any("running_mean" in k for k in before)
 
 
-def test_train_net_two_stages(tmp_path):
+def test_train_net_two_stages(tmp_path, small_lt_test):
     fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
+    env = small_lt_test  # evaluated on 4 test images per class
 
-    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1"))
+    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1", env=env))
     weights = tmp_path / "s1/model_final.pth"
     ok(
         train_net(
@@ -164,6 +165,7 @@ def test_train_net_two_stages(tmp_path):
             weights,
             "OUTPUT_DIR",
             tmp_path / "s2",
+            env=env,
         )
     )
     # the accuracies, by hand from the saved predictions and the training split's counts:

@@ -176,10 +176,11 @@ def test_segmentor_stage2_trains_only_the_alignment(tmp_path):
     assert changed == trainable and any("running_mean" in k for k in before)
 
 
-def test_train_net_two_stages(tmp_path):
+def test_train_net_two_stages(tmp_path, small_seg_val):
     fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
+    env = small_seg_val  # evaluated on val images that hold every class
 
-    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1"))
+    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1", env=env))
     weights = tmp_path / "s1/model_final.pth"
     ok(
         train_net(
@@ -190,6 +191,7 @@ def test_train_net_two_stages(tmp_path):
             weights,
             "OUTPUT_DIR",
             tmp_path / "s2",
+            env=env,
         )
     )
     # the group means are the means of detectron2's per-class IoU / accuracy over each group's
