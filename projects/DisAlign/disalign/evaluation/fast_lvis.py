@@ -45,9 +45,9 @@ itself. Here the whole evaluation is array operations over what can matter:
 Masks go through pycocotools, as in lvis-api, so mask IoUs and areas are the same numbers too.
 Python's cyclic garbage collector is paused meanwhile: reading the results makes many containers,
 and each collection would walk them all again. What remains of the time is mostly reading the
-results JSON (Python's json module: converting the numbers), pycocotools' mask IoUs and areas
-(segm) and the accumulation. The AP of each category (``per_category=True``) is the mean of the
-precision array over IoU and recall thresholds, as from lvis-api's (:func:`category_ap`).
+results JSON (orjson, then the values into arrays) and pycocotools' mask IoUs and areas (segm).
+The AP of each category (``per_category=True``) is the mean of the precision over IoU and recall
+thresholds, as :func:`category_ap` computes it from lvis-api's precision array.
 
 lvis-api's semantics are kept in detail: ground truth and detections with an area outside (0, inf)
 are left out; a ground truth's own ``ignore`` flag is honoured and ``iscrowd`` is not; unmatched
