@@ -71,6 +71,34 @@ FAST_DETECTION = [  # a few iterations of small batches, few detections to evalu
 # fmt: on
 
 
+def _miniature_copy(tmp_path_factory, folder, source, linked):
+    """
+    A new DETECTRON2_DATASETS folder holding ``folder`` (a miniature's name) with links to the
+    entries ``linked`` of its generated copy in ``source``. Returns (the root, the folder).
+    """
+    root = tmp_path_factory.mktemp("datasets")
+    target = root / folder
+    target.mkdir()
+    for name in linked:
+        (target / name).symlink_to(os.path.join(source, name))
+        assert (target / name).exists()
+    return root, target
+
+
+def _greedy_cover(classes):
+    """
+    The keys of ``classes`` (key -> set of classes) whose sets cover the union of all, chosen
+    greedily (each time the one adding the most classes not yet covered; ties: the first key in
+    sorted order).
+    """
+    everything, covered, chosen = set().union(*classes.values()), set(), []
+    while covered != everything:
+        best = max(sorted(classes), key=lambda key: len(classes[key] - covered))
+        chosen.append(best)
+        covered |= classes[best]
+    return chosen
+
+
 @pytest.fixture(scope="session")
 def small_lvis_val(tmp_path_factory):
     """
@@ -86,22 +114,16 @@ def small_lvis_val(tmp_path_factory):
     DatasetCatalog.get("miniature_lvis_val")  # made on first use
     source = MetadataCatalog.get("miniature_lvis_val").json_file
     source = os.path.dirname(os.path.abspath(source))
-    root = tmp_path_factory.mktemp("datasets")
-    target = root / "miniature_lvis"
-    target.mkdir()
-    for name in ("train", "val", "miniature_lvis_train.json"):
-        (target / name).symlink_to(os.path.join(source, name))
-        assert (target / name).exists()
+    root, target = _miniature_copy(
+        tmp_path_factory, "miniature_lvis", source, ("train", "val", "miniature_lvis_train.json")
+    )
     with open(os.path.join(source, "miniature_lvis_val.json")) as f:
         val = json.load(f)
     classes = {}
     for a in val["annotations"]:
         classes.setdefault(a["image_id"], set()).add(a["category_id"])
-    covered, kept = set(), set()
-    while len(covered) < len(val["categories"]):  # greedy: most classes not yet covered
-        best = max(classes, key=lambda i: (len(classes[i] - covered), -i))
-        kept.add(best)
-        covered |= classes[best]
+    assert len(set().union(*classes.values())) == len(val["categories"])
+    kept = set(_greedy_cover(classes))
     val["images"] = [image for image in val["images"] if image["id"] in kept]
     val["annotations"] = [a for a in val["annotations"] if a["image_id"] in kept]
     json_file = target / "miniature_lvis_val.json"
@@ -121,12 +143,8 @@ def small_lt_test(tmp_path_factory):
     DatasetCatalog.get("miniature_lt_test")  # made on first use
     source = MetadataCatalog.get("miniature_lt_test").json_file
     source = os.path.dirname(os.path.abspath(source))
-    root = tmp_path_factory.mktemp("datasets")
-    target = root / "miniature_lt"
-    target.mkdir()
-    for name in ("VERSION", "train", "test", "miniature_lt_train.txt"):
-        (target / name).symlink_to(os.path.join(source, name))
-        assert (target / name).exists()
+    linked = ("VERSION", "train", "test", "miniature_lt_train.txt")
+    root, target = _miniature_copy(tmp_path_factory, "miniature_lt", source, linked)
     per_class, lines = {}, []
     with open(os.path.join(source, "miniature_lt_test.txt")) as f:
         for line in f:
@@ -154,10 +172,7 @@ def small_seg_val(tmp_path_factory):
     DatasetCatalog.get("miniature_seg_val")  # made on first use
     meta = MetadataCatalog.get("miniature_seg_val")
     source = os.path.dirname(os.path.dirname(os.path.abspath(meta.sem_seg_root)))
-    root = tmp_path_factory.mktemp("datasets")
-    target = root / "miniature_seg"
-    target.mkdir()
-    (target / "VERSION").symlink_to(os.path.join(source, "VERSION"))
+    root, target = _miniature_copy(tmp_path_factory, "miniature_seg", source, ("VERSION",))
     for kind in ("images", "labels"):
         (target / kind).mkdir()
         (target / kind / "train").symlink_to(os.path.join(source, kind, "train"))
@@ -168,14 +183,10 @@ def small_seg_val(tmp_path_factory):
     for name in sorted(os.listdir(labels)):
         present = set(np.unique(np.asarray(Image.open(os.path.join(labels, name)))).tolist())
         classes[name] = present - {meta.ignore_label}
-    everything = set().union(*classes.values())
-    assert len(everything) == len(meta.stuff_classes)
-    covered = set()
-    while covered != everything:  # greedy: most classes not yet covered
-        best = max(classes, key=lambda n: len(classes[n] - covered))
-        covered |= classes.pop(best)
+    assert len(set().union(*classes.values())) == len(meta.stuff_classes)
+    for name in _greedy_cover(classes):
         for kind in ("images", "labels"):
-            (target / kind / "val" / best).symlink_to(os.path.join(source, kind, "val", best))
+            (target / kind / "val" / name).symlink_to(os.path.join(source, kind, "val", name))
     return {"DETECTRON2_DATASETS": str(root), "DISALIGN_CACHE": str(root / "cache")}
 
 
