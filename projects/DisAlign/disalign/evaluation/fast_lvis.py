@@ -257,6 +257,7 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, results, key, what, offset)
 
 
 _ID_SCORE = operator.itemgetter("image_id", "category_id", "score")
+_BBOX = operator.itemgetter("bbox")
 
 
 def _flat_floats(rows, count: int) -> np.ndarray:
@@ -266,8 +267,6 @@ def _flat_floats(rows, count: int) -> np.ndarray:
     TypeError or ValueError for a value that is not a number.
     """
     return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=count)
-
-_BBOX = operator.itemgetter("bbox")
 
 
 class _Results:
@@ -1008,9 +1007,9 @@ def evaluate_lvis(
         if not per_category:
             return metrics
         # category_ap's mean, over the entries of the categories with ground truth (area "all")
-        categories, precision, _ = areas[0]
+        categories, precision, _ = areas[list(AREA_RANGES).index("all")]
         ap = np.full(len(gt.category_ids), -1.0)
-        ap[categories] = precision.sum(axis=(0, 1)) / (precision.shape[0] * precision.shape[1])
+        ap[categories] = precision.mean(axis=(0, 1))
         return metrics, dict(zip(gt.category_ids.astype(np.int64).tolist(), ap.tolist()))
 
 
