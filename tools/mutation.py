@@ -97,6 +97,15 @@ CORE_MODULES = [
 ]
 
 MUTMUT_VERSION = "3.8.1"
+# mutmut stops a mutant's tests after (estimate + timeout_constant) * 15 seconds of wall-clock time
+# (a timer sends SIGXCPU; the CPU-time limit is twice that) and records a timeout, which counts as
+# killed. The estimate is the sum of the call phases of the tests that reach the mutated function
+# in its first, clean run: it leaves out what every mutant's run costs on top (pytest's start in
+# the forked process, collection, fixtures: 0.5-3 s for these selections on an idle machine).
+# With mutmut's default of 1 s, the budget of a function reached by fast tests is 15-45 s, which a
+# run under `nice` on a loaded machine exceeds although its test fails in a second (50 of
+# grw.py's 344 mutants); 10 s gives those runs at least 150 s.
+MUTMUT_TIMEOUT_CONSTANT = 10.0
 # mutmut's exit codes of a mutant's test run that mean the mutant was detected
 KILLED_STATUSES = ("killed", "timeout", "segfault", "caught by type check")
 
@@ -169,6 +178,7 @@ def _mutmut_config(package_dir, module, tests):
         'process_isolation = "forkserver"\n'
         "use_git_change_detection = false\n"
         "track_dependencies = false\n"
+        f"timeout_constant = {MUTMUT_TIMEOUT_CONSTANT}\n"
     )
 
 
