@@ -675,6 +675,25 @@ def test_boxes_overlapping_by_a_pixel_or_less_match_lvis_api(tmp_path):
     assert metrics["AP50"] == pytest.approx((2 / 3 + 1.0) / 2)
 
 
+def test_ground_truth_box_of_negative_height_overlaps_nothing_as_in_lvis_api(tmp_path):
+    """
+    pycocotools (so lvis-api) gives IoU 0 to boxes that do not overlap in width and height alike.
+    A ground truth box of negative height (its "area" field positive, so it is evaluated) has a
+    negative area: with a detection overlapping it in width only, intersection 4 * -10 and union
+    20 - 100 + 40 are both -40, a ratio of 1 that must not make a match.
+    """
+    images = [_image(1, neg=[3])]
+    degenerate = dict(_gt_object(2, 1, 1, [100, 100, 10, -10]), area=100.0)
+    annotations = [_gt_object(1, 1, 1, [50, 50, 20, 20]), degenerate]
+    rows = {1: [(1, [100, 100, 4, 5], 0.9), (1, [50, 50, 20, 20], 0.8)]}
+    bbox_results, _ = _results(rows)
+    gt = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    metrics = assert_same_as_lvis_api(tmp_path, gt, bbox_results, "bbox")
+    # a false positive, then a true positive: precision 1/2 up to recall 1/2 (51 of the 101
+    # recall thresholds), 0 above
+    assert metrics["AP"] == pytest.approx(0.5 * 51 / 101)
+
+
 @pytest.mark.parametrize("case", ["federated", "area_bounds", "random_0", "random_3"])
 def test_metrics_are_lvis_api_numbers_bit_for_bit(case, tmp_path):
     """
