@@ -5,7 +5,6 @@ model's own (alpha, beta in training-frequency order; sigma(w . x + b) of the va
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -18,7 +17,7 @@ from PIL import Image
 
 from disalign.modeling.grw import training_class_counts
 
-from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config
+from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config, run_script
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 import plot_calibration  # noqa: E402
@@ -49,17 +48,10 @@ def checkpoint(tmp_path_factory):
 def test_writes_a_png(checkpoint, tmp_path):
     weights = checkpoint[0]
     output = tmp_path / "plots" / "calibration.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "tools", "plot_calibration.py"),
-            *("--config-file", MINIATURE_DISALIGN, "--output", str(output)),
-            *("--max-images", str(NUM_IMAGES), "MODEL.WEIGHTS", weights),
-            *("OUTPUT_DIR", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
+    result = run_script(
+        os.path.join(REPO_ROOT, "tools", "plot_calibration.py"),
+        *("--config-file", MINIATURE_DISALIGN, "--output", output),
+        *("--max-images", NUM_IMAGES, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {output}: alpha and beta of 36 classes" in result.stdout

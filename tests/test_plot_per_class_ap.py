@@ -5,14 +5,13 @@ plots, the band means it prints and the PNG, against a hand computation.
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_script
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 import plot_per_class_ap  # noqa: E402
@@ -91,11 +90,9 @@ def test_a_bin_without_measured_categories_is_not_drawn():
 
 
 def test_command_line_writes_the_png_beside_the_runs_and_prints_band_means(runs):
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "plot_per_class_ap.py")]
-        + [str(runs / "stage1"), str(runs / "stage2"), "--labels", "Baseline", "DisAlign"],
-        capture_output=True,
-        text=True,
+    result = run_script(
+        os.path.join(REPO_ROOT, "tools", "plot_per_class_ap.py"),
+        *(runs / "stage1", runs / "stage2", "--labels", "Baseline", "DisAlign"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     # rare (1-10 images): (0 + 10 + 30) / 3; common: 40 (category 5 unmeasured); frequent: 70
@@ -115,14 +112,8 @@ def test_command_line_writes_the_png_beside_the_runs_and_prints_band_means(runs)
 
 def test_a_run_without_results_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "tools", "plot_per_class_ap.py"),
-            str(tmp_path / "empty"),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_script(
+        os.path.join(REPO_ROOT, "tools", "plot_per_class_ap.py"), tmp_path / "empty"
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -7,19 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_script
 
 
 def _run(script, *args, env=None):
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    return run_script(os.path.join(REPO_ROOT, "tools", script), *args, env=env)
 
 
 def _lvis_json(path, files, split="val2017"):
@@ -170,7 +163,7 @@ def _model_zoo_copy(tmp_path):
 
 def _model_zoo(root, *args):
     script = os.path.join(root, "tools", "model_zoo.py")
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    return run_script(script, *args)
 
 
 def test_model_zoo_check_names_an_edited_table_and_the_script_restores_it(tmp_path):
