@@ -281,10 +281,8 @@ class _Results:
         boxes (ndarray[N, 4] float64, XYWH): its "bbox" (NaN where it has none, or a malformed one:
             ``bad_box``).
         masks (list): N entries, the "segmentation" of the results that are needed (of a verified
-            (image, category) pair; for segm, or without a "bbox"), None for the others. Read from
-            a file, a compressed RLE is kept as its "counts" string alone, its "size" in
-            mask_size (see :func:`_rle_dict`).
-        mask_size (ndarray[N, 2] int64): those sizes (height, width); -1 for the others.
+            (image, category) pair; for segm, or without a "bbox"), None for the others: the
+            results' own objects (for compressed RLEs, the dicts pycocotools takes).
     """
 
     def __init__(self, gt: _GroundTruth, iou_type: str, mask_areas: bool):
@@ -294,11 +292,8 @@ class _Results:
         self.masks = []
         self.count = 0
 
-    def add(self, results: List[dict], compact: bool = False):
-        """
-        Append a part of the results (a list of result dicts; not modified). compact: keep
-        compressed RLEs as their counts and size (for parts of a file, so that its dicts go).
-        """
+    def add(self, results: List[dict]):
+        """Append a part of the results (a list of result dicts; not modified)."""
         gt, offset, n = self._gt, self.count, len(results)
         try:  # one pass for the three numbers
             numbers = _flat_floats(map(_ID_SCORE, results), 3 * n).reshape(n, 3)
@@ -338,17 +333,11 @@ class _Results:
         needed = _isin_sorted(image * len(gt.category_ids) + category, self._verified) & has_mask
         if self._iou_type == "bbox":
             needed &= ~has_box
-        masks, mask_size = [None] * n, np.full((n, 2), -1, dtype=np.int64)
-        needed = np.flatnonzero(needed).tolist()
-        segmentations = [results[i]["segmentation"] for i in needed]
-        compacted = compact and _compact_rles(segmentations)
-        if compacted:  # all of them compressed RLEs
-            mask_size[needed] = compacted[1]
-            segmentations = compacted[0]
-        for i, segmentation in zip(needed, segmentations):
-            masks[i] = segmentation
+        masks = [None] * n
+        for i in np.flatnonzero(needed).tolist():
+            masks[i] = results[i]["segmentation"]
         self.masks += masks
-        self._parts.append((image, category, score.copy(), has_box, has_mask, boxes, mask_size))
+        self._parts.append((image, category, score.copy(), has_box, has_mask, boxes))
         self.count += n
 
     def finish(self):
@@ -356,31 +345,11 @@ class _Results:
         columns = [np.concatenate(c) for c in zip(*self._parts)] if self._parts else None
         if columns is None:
             columns = [np.zeros(0, np.int64)] * 2 + [np.zeros(0)] + [np.zeros(0, bool)] * 2
-            columns += [np.zeros((0, 4)), np.zeros((0, 2), np.int64)]
-        self.image, self.category, self.score, self.has_box, self.has_mask = columns[:5]
-        self.boxes, self.mask_size = columns[5:]
+            columns += [np.zeros((0, 4))]
+        self.image, self.category, self.score, self.has_box, self.has_mask, self.boxes = columns
         self.bad_box = self.has_box & np.isnan(self.boxes).any(axis=1)
         self._parts = None
         return self
-
-
-def _compact_rles(segmentations: list):
-    """
-    M segmentations, if all are compressed RLEs as detectron2 writes them ({"size": [h, w],
-    "counts": str}): their counts (list of M str) and sizes (ndarray[M, 2] int64); else None.
-    """
-    try:
-        if set(map(type, segmentations)) - {dict} or set(map(len, segmentations)) - {2}:
-            return None
-        counts = list(map(operator.itemgetter("counts"), segmentations))
-        sizes = list(map(operator.itemgetter("size"), segmentations))
-    except KeyError:
-        return None
-    if set(map(type, counts)) - {str} or set(map(type, sizes)) - {list}:
-        return None
-    if set(map(len, sizes)) - {2} or set(map(type, itertools.chain.from_iterable(sizes))) - {int}:
-        return None
-    return counts, np.array(sizes, dtype=np.int64).reshape(len(sizes), 2)
 
 
 # json.dump's separator between the result objects, and any other spacing around the comma
@@ -430,18 +399,13 @@ def _result_chunks(path: str):
             carry = text[text.index(",", cut) + 1 :]
 
 
-def _rle_dict(mask, size):
-    """A mask of :class:`_Results` as pycocotools takes it: a counts string with its size."""
-    return {"size": size, "counts": mask} if type(mask) is str else mask
-
-
 def _read_results(results, gt: _GroundTruth, iou_type: str, mask_areas: bool) -> _Results:
     """The results (a list of dicts, or a JSON file of one) as :class:`_Results`."""
     columns = _Results(gt, iou_type, mask_areas)
     if isinstance(results, str):
         try:
             for part in _result_chunks(results):
-                columns.add(part, compact=True)
+                columns.add(part)
             return columns.finish()
         except (json.JSONDecodeError, _NotAResultsList):
             # not the layout json.dump writes, or NaN / Infinity: the whole file at once, as
@@ -492,8 +456,8 @@ class _Detections:
         not_exhaustive (ndarray[D] bool): the category is in the image's
             not_exhaustive_category_ids (unmatched, the detection is ignored).
         boxes (ndarray[D, 4] float64, XYWH): for bbox (None for segm).
-        rles (list, D (mask, size) pairs: compressed RLEs, see :meth:`rle`), mask_area
-            (ndarray[D] float64): for segm (None for bbox).
+        rles (list of D compressed RLE dicts), mask_area (ndarray[D] float64): for segm (None
+            for bbox).
     """
 
     def __init__(self, results: _Results, gt: _GroundTruth, iou_type: str, max_dets: int):
@@ -540,8 +504,7 @@ class _Detections:
             area = boxes[:, 2] * boxes[:, 3]
         if iou_type == "segm" or not box_results:
             masks = [results.masks[i] for i in order.tolist()]
-            sizes = results.mask_size[order].tolist()
-            rles, mask_area = self._masks(masks, sizes, order, image[order], gt, boxes)
+            rles, mask_area = self._masks(masks, order, image[order], gt, boxes)
         if not box_results:
             area = mask_area
             if iou_type == "bbox":
@@ -561,39 +524,34 @@ class _Detections:
             self.rles = [rle for rle, e in zip(rles, evaluated.tolist()) if e]
             self.mask_area = mask_area[evaluated]
 
-    def rle(self, d: int) -> dict:
-        """Detection d's mask as a compressed RLE dict (segm)."""
-        return _rle_dict(*self.rles[d])
-
     @staticmethod
-    def _masks(masks, sizes, order, image, gt, boxes):
+    def _masks(masks, order, image, gt, boxes):
         """
         The mask of each picked result and its area.
 
         Args:
-            masks (list), sizes (list): the mask of each picked result (None if it has none) and
-                its size, as in :class:`_Results`.
+            masks (list): the mask of each picked result (None if it has none), as in
+                :class:`_Results`.
             order (ndarray[N] int64): their indices in the results.
             image (ndarray[N] int64): their image indices.
             boxes (ndarray[N, 4] or None): their boxes, for box results (whose mask, without a
                 "segmentation", is the box as a polygon, as in lvis-api).
         Returns:
-            list: N (mask, size) pairs of compressed RLEs (see :func:`_rle_dict`).
+            list: N compressed RLEs (dicts).
             ndarray[N] float64: their areas.
         """
         if boxes is None:  # compressed RLEs, what detectron2 writes and lvis-api reads
-            try:  # in parts, so that the dicts made for pycocotools go again
+            try:  # in parts, so that pycocotools' decoded masks go again
                 area = np.zeros(len(masks))
                 for first in range(0, len(masks), _LIST_CHUNK):
-                    last = first + _LIST_CHUNK
-                    rles = [_rle_dict(m, s) for m, s in zip(masks[first:last], sizes[first:last])]
-                    area[first : first + len(rles)] = mask_utils.area(rles)
-                return list(zip(masks, sizes)), area
+                    area[first : first + _LIST_CHUNK] = mask_utils.area(
+                        masks[first : first + _LIST_CHUNK]
+                    )
+                return masks, area
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 pass  # polygons or uncompressed RLEs among them, or a malformed one
         rles = []
-        segmentations = [_rle_dict(m, s) for m, s in zip(masks, sizes)]
-        for j, (segmentation, i) in enumerate(zip(segmentations, order.tolist())):
+        for j, (segmentation, i) in enumerate(zip(masks, order.tolist())):
             if segmentation is None and boxes is not None:
                 x1, y1, w, h = boxes[j].tolist()
                 x2, y2 = x1 + w, y1 + h
@@ -606,12 +564,11 @@ class _Detections:
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 raise ValueError(f"detection {i} has a malformed 'segmentation'") from None
         area = mask_utils.area(rles).astype(np.float64) if rles else np.zeros(0)
-        return [(rle, None) for rle in rles], area
+        return rles, area
 
     @staticmethod
     def _boxes_of_masks(rles: list, boxes: np.ndarray, has_box: np.ndarray) -> np.ndarray:
         """Mask results' boxes: their "bbox" where they have one, else their mask's: [N, 4]."""
-        rles = [_rle_dict(*rle) for rle in rles]
         mask_boxes = mask_utils.toBbox(rles) if rles else np.zeros((0, 4))
         mask_boxes = np.array(mask_boxes, dtype=np.float64).reshape(len(rles), 4)
         return np.where(has_box[:, None], boxes, mask_boxes)
@@ -678,7 +635,7 @@ def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
     object_bounds = np.append(np.searchsorted(objects // len(gt.keys), first_keys), len(objects))
     det_column = det_index - np.repeat(det_bounds[:-1], np.diff(bounds))
     object_column = object_index - np.repeat(object_bounds[:-1], np.diff(bounds))
-    dt_rles = [dt.rle(d) for d in dets.tolist()]
+    dt_rles = [dt.rles[d] for d in dets.tolist()]
     object_rles = [gt_rles[g] for g in (objects % len(gt.keys)).tolist()]
     for first, stop, d0, d1, g0, g1 in zip(
         bounds[:-1].tolist(),
