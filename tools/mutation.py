@@ -304,7 +304,9 @@ def main(argv=None):
             reports.append(report)
             for name, diff in report["survivors"].items():
                 print(f"\nsurvivor {name} {diff}\n")
-            print(_summary_line(report), f"({report['seconds']} s)\n", flush=True)
+            timeouts = report["statuses"].get("timeout", 0)
+            seconds = report["seconds"]
+            print(_summary_line(report), f"({seconds} s, {timeouts} timeouts)\n", flush=True)
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(reports, f, indent=1)
