@@ -221,8 +221,9 @@ def run_script(path, *args, env=None):
         out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
         for name in (out, err):
             open(name, "w").close()
+        environment = {**os.environ, **(env or {})}
         process = _FORK_SERVER.Process(
-            target=run_as_main, args=(path, args, {**os.environ, **(env or {})}, REPO_ROOT, out, err)
+            target=run_as_main, args=(path, args, environment, REPO_ROOT, out, err)
         )
         process.start()
         process.join()
