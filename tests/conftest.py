@@ -11,6 +11,8 @@ from detectron2.engine import SimpleTrainer
 
 import disalign
 
+from forked_main import run_as_main
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINIATURE_BASELINE = os.path.join(
     REPO_ROOT, "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_baseline.yaml"
@@ -214,8 +216,6 @@ def run_script(path, *args, env=None):
     its stdout and stderr as text. The process is forked from the fork server above and runs the
     script as ``__main__`` (see tests/forked_main.py).
     """
-    from forked_main import run_as_main
-
     args = [str(a) for a in args]
     with tempfile.TemporaryDirectory() as folder:
         out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")

@@ -25,10 +25,11 @@ def run_as_main(path, args, env, cwd, stdout_path, stderr_path):
         target = os.open(name, os.O_WRONLY | os.O_TRUNC)
         os.dup2(target, fd)
         os.close(target)
-    os.chdir(cwd)
-    sys.argv = [path, *args]
+    # the test process's own entries: its working folder (python -m pytest) and this folder
     inherited = [p for p in sys.path if p not in ("", TESTS_DIR, os.getcwd())]
     sys.path[:] = [os.path.dirname(os.path.abspath(path)), *inherited]
+    os.chdir(cwd)
+    sys.argv = [path, *args]
     try:
         runpy.run_path(path, run_name="__main__")
     finally:
