@@ -225,7 +225,7 @@ def test_per_category_ap_matches_lvis_api_precision(seed, tmp_path):
 @pytest.mark.parametrize("layout", ["dumps", "indented", "compact"])
 def test_results_files_read_in_parts_match_lvis_api(seed, layout, tmp_path, monkeypatch):
     """A results file is read a few hundred characters at a time here (cuts between objects)."""
-    monkeypatch.setattr(fast_lvis, "_CHUNK_CHARS", 300)
+    monkeypatch.setattr(fast_lvis, "_CHUNK_BYTES", 300)
     gt, bbox_results, segm_results, max_dets = random_case(seed)
     gt_path = write_json(tmp_path / "gt.json", gt)
     options = {"dumps": {}, "indented": {"indent": 2}, "compact": {"separators": (",", ":")}}
@@ -241,7 +241,7 @@ def test_results_files_read_in_parts_match_lvis_api(seed, layout, tmp_path, monk
 
 def test_results_files_of_other_layouts_are_read_whole(tmp_path, monkeypatch):
     """A string holding the object separator, an empty list; not a list: a one-line error."""
-    monkeypatch.setattr(fast_lvis, "_CHUNK_CHARS", 50)
+    monkeypatch.setattr(fast_lvis, "_CHUNK_BYTES", 50)
     gt, bbox_results, _ = federated_case()
     gt_path = write_json(tmp_path / "gt.json", gt)
     tricky = [dict(r, note="}, {" * 20) for r in bbox_results]
@@ -470,6 +470,136 @@ def test_empty_results_give_zero_ap(tmp_path):
     gt, _, _ = federated_case()
     metrics = evaluate_lvis(gt, [], "bbox")
     assert metrics["AP"] == 0 and metrics["AR@300"] == 0 and metrics["APr"] == -1
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled RLE kernel (_rle) against pycocotools
+
+
+def _random_masks(rng, count, height, width):
+    """count binary masks [height, width, count] (Fortran order, as pycocotools encodes them):
+    empty, full, one pixel, stripes from a column on, boxes with noise."""
+    masks = np.zeros((height, width, count), dtype=np.uint8, order="F")
+    for k in range(count):
+        kind = k % 6
+        if kind == 1:
+            masks[..., k] = 1
+        elif kind == 2:
+            masks[rng.integers(height), rng.integers(width), k] = 1
+        elif kind == 3:
+            masks[:, rng.integers(width) :, k] = rng.random((height, 1)) < 0.5
+        elif kind > 3:
+            y, x = rng.integers(height), rng.integers(width)
+            masks[y : y + rng.integers(1, height + 1), x : x + rng.integers(1, width + 1), k] = 1
+            masks[..., k] ^= rng.random((height, width)) < 0.05
+    return masks
+
+
+def _runs_of(mask):
+    """A mask's column-major run lengths, background first, counted here with numpy."""
+    flat = mask.flatten(order="F")
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    return np.concatenate([[0], np.diff(bounds)]) if flat[0] else np.diff(bounds)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rle_kernel_decodes_areas_and_runs(seed):
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(1, 90, size=2))
+    masks = _random_masks(rng, 30, height, width)
+    rles = mask_utils.encode(masks)  # bytes counts; detectron2's results hold strings
+    for given in (rles, [dict(rle, counts=rle["counts"].decode()) for rle in rles]):
+        decoded = fast_lvis._DecodedMasks(given)
+        assert decoded.area.tolist() == mask_utils.area(rles).astype(float).tolist()
+        assert decoded.size.tolist() == [[height, width]] * len(rles)
+        for k in range(len(rles)):
+            start, end, pixels = decoded.info[k, 3:]
+            assert decoded.runs[start:end].tolist() == _runs_of(masks[..., k]).tolist()
+            assert pixels == height * width
+            pixels = np.flatnonzero(masks[..., k].flatten(order="F"))
+            first_last = [pixels[0], pixels[-1]] if len(pixels) else [-1, -2]
+            assert decoded.info[k, 1:3].tolist() == first_last
+    areas_only = fast_lvis._DecodedMasks(rles, keep_runs=False)
+    assert len(areas_only.runs) == 0 and areas_only.area.tolist() == decoded.area.tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rle_kernel_pair_ious_are_pycocotools_ious_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(1, 60, size=2))
+    a = mask_utils.encode(_random_masks(rng, 18, height, width))
+    b = mask_utils.encode(_random_masks(rng, 12, height, width)) + a[4:6]  # and equal masks
+    expected = mask_utils.iou(a, b, [0] * len(b))  # [len(a), len(b)]
+    pair_a, pair_b = (v.ravel() for v in np.meshgrid(range(len(a)), range(len(b))))
+    decoded_a, decoded_b = fast_lvis._DecodedMasks(a), fast_lvis._DecodedMasks(b)
+    iou = decoded_a.pair_iou(decoded_b, pair_a, pair_b)
+    assert iou.tolist() == expected[pair_a, pair_b].tolist()
+    assert 0 < (iou == 0).sum() < len(iou) and (iou == 1).sum() >= 2
+    touching = np.zeros((3, 3, 2), dtype=np.uint8, order="F")  # one pixel in common
+    touching[..., 0].T.flat[:5], touching[..., 1].T.flat[4:] = 1, 1
+    decoded = fast_lvis._DecodedMasks(mask_utils.encode(touching))
+    assert decoded.pair_iou(decoded, np.array([0, 1]), np.array([1, 0])).tolist() == [1 / 9] * 2
+    picked = decoded_a.take(np.array([5, 4, 17]))  # rows picked, their runs shared
+    iou = picked.pair_iou(decoded_b, np.array([0, 1, 2, 2]), np.array([13, 12, 0, 3]))
+    assert iou.tolist() == expected[[5, 4, 17, 17], [13, 12, 0, 3]].tolist()
+
+
+def test_rle_kernel_areas_of_any_string_are_pycocotools_areas():
+    """Strings of every digit value (runs of 1 to 6 digits, negative differences, run lengths
+    that wrap around 2**32): the same areas as pycocotools'."""
+    rng = np.random.default_rng(0)
+    rles = []
+    for _ in range(300):
+        text = ""
+        for _ in range(rng.integers(0, 30)):
+            digits = rng.integers(1, 7)  # the last one without the "more" bit (0x20)
+            text += "".join(chr(48 + 32 + rng.integers(32)) for _ in range(digits - 1))
+            text += chr(48 + rng.integers(32))
+        rles.append({"size": [7, 9], "counts": text})
+    decoded = fast_lvis._DecodedMasks(rles)
+    assert decoded.area.tolist() == mask_utils.area(rles).astype(float).tolist()
+    assert decoded.area.max() > 2**31  # the wrap-around was exercised
+
+
+def test_rle_kernel_rejects_what_it_cannot_read():
+    full = {"size": [2, 2], "counts": "04"}  # runs 0, 4
+    with pytest.raises(TypeError, match=r"^counts\[1\] is a list, not a string or bytes$"):
+        fast_lvis._DecodedMasks([full, {"size": [2, 2], "counts": [0, 4]}])
+    with pytest.raises(ValueError, match=r"^a mask's size is not \[height, width\]$"):
+        fast_lvis._DecodedMasks([full, {"size": [2], "counts": "04"}])
+    with pytest.raises(ValueError, match="^info holds 96 bytes, not 48$"):
+        fast_lvis._rle.decode(["04"], np.empty((2, 6), dtype=np.int64), True)
+    masks, areas_only = fast_lvis._DecodedMasks([full]), fast_lvis._DecodedMasks([full], False)
+    assert masks.pair_iou(masks, np.array([0]), np.array([0])).tolist() == [1.0]
+    with pytest.raises(IndexError, match=r"^pair 1: mask \(0, 1\) out of range$"):
+        masks.pair_iou(masks, np.array([0, 0]), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"^pair 0: masks \(0, 0\) without their runs$"):
+        masks.pair_iou(areas_only, np.array([0]), np.array([0]))
+    # runs that cover 2 of the 4 pixels: the walk ends with the shorter mask
+    short = fast_lvis._DecodedMasks([{"size": [2, 2], "counts": "02"}])
+    assert short.malformed().tolist() == [0] and masks.malformed().tolist() == []
+    assert masks.pair_iou(short, np.array([0]), np.array([0])).tolist() == [1.0]
+
+
+def test_mask_results_whose_runs_do_not_cover_their_size_are_an_error():
+    gt, _, segm_results = federated_case()
+    short = mask_utils.encode(np.zeros((39999, 1, 1), dtype=np.uint8, order="F"))[0]["counts"]
+    segm_results[2]["segmentation"]["counts"] = short.decode()  # one background run, a pixel short
+    with pytest.raises(ValueError) as error:
+        evaluate_lvis(gt, segm_results, "segm")
+    message = "detection 2 has a malformed 'segmentation': its runs cover 39999 pixels, not "
+    assert str(error.value) == message + "200 x 200"
+
+
+def test_masks_of_another_size_than_their_image_never_match_as_in_lvis_api(tmp_path):
+    """pycocotools gives an IoU of -1 to masks of different sizes."""
+    gt, bbox_results, segm_results = federated_case()
+    for box, result in zip(bbox_results[:3], segm_results[:3]):  # true positives, on a taller image
+        x, y, w, h = box["bbox"]
+        rle = mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], 201, 200)[0]
+        result["segmentation"] = dict(rle, counts=rle["counts"].decode())
+    metrics = assert_same_as_lvis_api(tmp_path, gt, segm_results, "segm")
+    assert metrics["AP"] < evaluate_lvis(gt, federated_case()[2], "segm")["AP"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ itself. Here the whole evaluation is array operations over what can matter:
    are read further (their masks decoded, for instance).
 2. Candidate pairs: a detection can only match ground truth of its own (image, category) pair
    with IoU >= 0.5. Boxes: the IoUs of all such pairs of the dataset in one vectorised expression
-   that rounds exactly like pycocotools' (lvis-api's); masks: one pycocotools call per
-   (image, category) pair, for the pairs whose mask areas are within a factor 2 (IoU <=
-   min(area) / max(area), so the others cannot reach 0.5); the ground truth polygons of an image
-   are rasterized in one call.
+   that rounds exactly like pycocotools' (lvis-api's); masks: the IoU of each pair whose mask
+   areas are within a factor 2 (IoU <= min(area) / max(area), so the others cannot reach 0.5),
+   not of every detection x ground truth combination as a pycocotools call computes them; the
+   ground truth polygons of an image are rasterized in one pycocotools call.
 3. Matching: lvis-api's greedy matching (in decreasing score order, each detection takes the free
    ground truth with the highest IoU, ground truth not ignored in the area range first) has to go
    detection after detection within an (image, category) pair, but pairs are independent: step r
@@ -42,10 +42,13 @@ itself. Here the whole evaluation is array operations over what can matter:
    does, taken in the same order from the arrays of step 4: AP over IoU 0.50:0.95, at 0.50 and
    0.75, per area range and frequency group r/c/f, and AR at ``max_dets``.
 
-Masks go through pycocotools, as in lvis-api, so mask IoUs and areas are the same numbers too.
-Python's cyclic garbage collector is paused meanwhile: reading the results makes many containers,
-and each collection would walk them all again. What remains of the time is mostly reading the
-results JSON (orjson, then the values into arrays) and pycocotools' mask IoUs and areas (segm).
+Mask areas and IoUs come from a small compiled module (``_rle.c``) with pycocotools' formulas and
+integer arithmetic, so they are the same numbers: pycocotools decodes a mask's string again for
+each call (areas, then IoUs), ``_rle`` decodes a detection's once for its area and once more, only
+if it is paired, for its IoUs. Python's cyclic garbage collector is paused meanwhile: reading the
+results makes many containers, and each collection would walk them all again. What remains of the
+time is mostly reading the results JSON (orjson, then the values into arrays), decoding the masks
+and rasterizing the ground truth polygons (segm).
 The AP of each category (``per_category=True``) is the mean of the precision over IoU and recall
 thresholds, as :func:`category_ap` computes it from lvis-api's precision array.
 
@@ -73,6 +76,8 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import orjson
 import pycocotools.mask as mask_utils
+
+from . import _rle
 
 __all__ = ["IOU_TYPES", "category_ap", "evaluate_lvis", "lvis_metric_names"]
 
@@ -353,9 +358,10 @@ class _Results:
 
 
 # json.dump's separator between the result objects, and any other spacing around the comma
-_OBJECT_SEPARATOR, _OBJECT_GAP = "}, {", re.compile(r"\}\s*,\s*\{")
-_CHUNK_CHARS = 1 << 22  # text read at a time
+_OBJECT_SEPARATOR, _OBJECT_GAP = b"}, {", re.compile(rb"\}\s*,\s*\{")
+_CHUNK_BYTES = 1 << 22  # bytes read at a time
 _LIST_CHUNK = 1 << 16  # results of a list converted at a time
+_MASK_PART = 1 << 13  # detection masks decoded with their runs at a time
 
 
 class _NotAResultsList(Exception):
@@ -365,28 +371,28 @@ class _NotAResultsList(Exception):
 def _result_chunks(path: str):
     """
     The result dicts of a JSON file holding a list of them, a few ten thousand at a time (lists
-    of dicts), so that they never exist all at once; parsed by orjson (3x faster than Python's
-    json, most of it in converting numbers; the same values). The text is cut after an object's
-    "}" that a comma and a "{" follow: a cut that is not between two results (in a string, or in a
-    nested list) leaves an unbalanced or unterminated text, which orjson rejects
-    (orjson.JSONDecodeError, a json.JSONDecodeError), as it rejects a file that is not JSON, or
-    what only Python's json reads (NaN, Infinity); a file that is not a list raises
-    _NotAResultsList.
+    of dicts), so that they never exist all at once; parsed by orjson from the file's bytes (3x
+    faster than Python's json, most of it in converting numbers; the same values). The text is
+    cut after an object's "}" that a comma and a "{" follow (bytes that no multi-byte UTF-8
+    character contains): a cut that is not between two results (in a string, or in a nested list)
+    leaves an unbalanced or unterminated text, which orjson rejects (orjson.JSONDecodeError, a
+    json.JSONDecodeError), as it rejects a file that is not JSON, or what only Python's json reads
+    (NaN, Infinity); a file that is not a list raises _NotAResultsList.
     """
-    with open(path, "r") as f:
-        carry, started = "", False
+    with open(path, "rb") as f:
+        carry, started = b"", False
         while True:
-            chunk = f.read(_CHUNK_CHARS)
+            chunk = f.read(_CHUNK_BYTES)
             text = carry + chunk
             if not started:
                 text = text.lstrip()
                 if chunk and not text:
                     continue
-                if not text.startswith("["):
+                if not text.startswith(b"["):
                     raise _NotAResultsList
                 text, started = text[1:], True
             if not chunk:  # the rest, with the list's closing bracket
-                yield orjson.loads("[" + text)
+                yield orjson.loads(b"[" + text)
                 return
             cut = text.rfind(_OBJECT_SEPARATOR)
             if cut < 0:
@@ -395,8 +401,8 @@ def _result_chunks(path: str):
             if cut < 0:
                 carry = text
                 continue
-            yield orjson.loads("[" + text[: cut + 1] + "]")
-            carry = text[text.index(",", cut) + 1 :]
+            yield orjson.loads(b"[" + text[: cut + 1] + b"]")
+            carry = text[text.index(b",", cut) + 1 :]
 
 
 def _read_results(results, gt: _GroundTruth, iou_type: str, mask_areas: bool) -> _Results:
@@ -442,6 +448,63 @@ def _bbox_iou(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     return iou
 
 
+_COUNTS, _SIZE = operator.itemgetter("counts"), operator.itemgetter("size")
+
+
+class _DecodedMasks:
+    """
+    Compressed RLE masks, each string decoded once by the compiled ``_rle`` module (pycocotools
+    decodes them again for each call: areas, then IoUs): their areas, and their runs for
+    :meth:`pair_iou`.
+
+    Attributes:
+        area (ndarray[N] float64): the mask areas (pycocotools' ``area``).
+        size (ndarray[N, 2] int64): their "size" (height, width).
+        info (ndarray[N, 6] int64): per mask, for ``_rle.pair_iou``: area, first and last
+            foreground pixel, where its runs start and end in runs, the pixels its runs cover.
+        runs (ndarray uint32): the run lengths, one mask after the other (none without
+            keep_runs).
+    """
+
+    def __init__(self, rles: Sequence[dict], keep_runs: bool = True):
+        """
+        Args:
+            rles: N compressed RLE dicts ({"size": [h, w], "counts": str or bytes}).
+            keep_runs: keep the runs (else only the areas are wanted).
+        Raises:
+            KeyError, TypeError, ValueError: for a mask that is not a compressed RLE.
+        """
+        n = len(rles)
+        sizes = list(map(_SIZE, rles))
+        if set(map(len, sizes)) - {2}:
+            raise ValueError("a mask's size is not [height, width]")
+        self.size = _flat_floats(sizes, 2 * n).astype(np.int64).reshape(n, 2)
+        self.info = np.empty((n, 6), dtype=np.int64)
+        runs = _rle.decode(list(map(_COUNTS, rles)), self.info, keep_runs)
+        self.runs = np.frombuffer(runs, dtype=np.uint32)
+        self.area = self.info[:, 0].astype(np.float64)
+
+    def malformed(self) -> np.ndarray:
+        """The masks whose runs do not cover height x width pixels: ndarray[M] int64 rows."""
+        return np.flatnonzero(self.info[:, 5] != self.size[:, 0] * self.size[:, 1])
+
+    def take(self, rows: np.ndarray) -> "_DecodedMasks":
+        """The masks of rows (an index or bool array); their runs are shared."""
+        picked = object.__new__(_DecodedMasks)
+        picked.size, picked.info, picked.area = self.size[rows], self.info[rows], self.area[rows]
+        picked.runs = self.runs
+        return picked
+
+    def pair_iou(self, other: "_DecodedMasks", pair_a: np.ndarray, pair_b: np.ndarray):
+        """
+        The IoU of masks self[pair_a[p]] and other[pair_b[p]] (all pairs of the same size, the
+        intersecting ones' runs kept), as pycocotools' ``iou`` gives it: ndarray[P] float64.
+        """
+        iou = np.empty(len(pair_a))
+        _rle.pair_iou(self.runs, self.info, other.runs, other.info, pair_a, pair_b, iou)
+        return iou
+
+
 class _Detections:
     """
     The detections that lvis-api evaluates (kept by the per-image cap and the federated filter,
@@ -456,8 +519,8 @@ class _Detections:
         not_exhaustive (ndarray[D] bool): the category is in the image's
             not_exhaustive_category_ids (unmatched, the detection is ignored).
         boxes (ndarray[D, 4] float64, XYWH): for bbox (None for segm).
-        rles (list of D compressed RLE dicts), mask_area (ndarray[D] float64): for segm (None
-            for bbox).
+        rles (list of D compressed RLE dicts), masks (_DecodedMasks of them, without their
+            runs): for segm (None for bbox).
     """
 
     def __init__(self, results: _Results, gt: _GroundTruth, iou_type: str, max_dets: int):
@@ -494,7 +557,7 @@ class _Detections:
         order = selected[np.argsort(-score[selected], kind="stable")]
         order = order[np.argsort(keys[order], kind="stable")]
 
-        boxes, rles, mask_area = None, None, None
+        boxes, masks = None, None
         if box_results:
             bad = results.bad_box[order] | ~results.has_box[order]
             if bad.any():
@@ -503,10 +566,10 @@ class _Detections:
             boxes = results.boxes[order]
             area = boxes[:, 2] * boxes[:, 3]
         if iou_type == "segm" or not box_results:
-            masks = [results.masks[i] for i in order.tolist()]
-            rles, mask_area = self._masks(masks, order, image[order], gt, boxes)
+            segmentations = [results.masks[i] for i in order.tolist()]
+            rles, masks = self._masks(segmentations, order, image[order], gt, boxes)
         if not box_results:
-            area = mask_area
+            area = masks.area
             if iou_type == "bbox":
                 boxes = self._boxes_of_masks(rles, results.boxes[order], results.has_box[order])
         evaluated = (area > 0) & (area < np.inf)
@@ -519,15 +582,15 @@ class _Detections:
         self.area = area[evaluated]
         self.not_exhaustive = _isin_sorted(self.keys, gt.not_exhaustive_keys)
         self.boxes = boxes[evaluated] if iou_type == "bbox" else None
-        self.rles, self.mask_area = None, None
+        self.rles, self.masks = None, None
         if iou_type == "segm":
-            self.rles = [rle for rle, e in zip(rles, evaluated.tolist()) if e]
-            self.mask_area = mask_area[evaluated]
+            self.rles = list(itertools.compress(rles, evaluated.tolist()))
+            self.masks = masks.take(evaluated)
 
     @staticmethod
     def _masks(masks, order, image, gt, boxes):
         """
-        The mask of each picked result and its area.
+        The mask of each picked result, decoded.
 
         Args:
             masks (list): the mask of each picked result (None if it has none), as in
@@ -538,33 +601,37 @@ class _Detections:
                 "segmentation", is the box as a polygon, as in lvis-api).
         Returns:
             list: N compressed RLEs (dicts).
-            ndarray[N] float64: their areas.
+            _DecodedMasks: their areas and sizes.
         """
+        rles, decoded = masks, None
         if boxes is None:  # compressed RLEs, what detectron2 writes and lvis-api reads
-            try:  # in parts, so that pycocotools' decoded masks go again
-                area = np.zeros(len(masks))
-                for first in range(0, len(masks), _LIST_CHUNK):
-                    area[first : first + _LIST_CHUNK] = mask_utils.area(
-                        masks[first : first + _LIST_CHUNK]
-                    )
-                return masks, area
+            try:
+                decoded = _DecodedMasks(masks, keep_runs=False)
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 pass  # polygons or uncompressed RLEs among them, or a malformed one
-        rles = []
-        for j, (segmentation, i) in enumerate(zip(masks, order.tolist())):
-            if segmentation is None and boxes is not None:
-                x1, y1, w, h = boxes[j].tolist()
-                x2, y2 = x1 + w, y1 + h
-                segmentation = [[x1, y1, x1, y2, x2, y2, x2, y1]]
-            if segmentation is None:
-                raise ValueError(f"detection {i} has no 'segmentation'")
-            try:
-                rles.append(_to_rle(segmentation, gt.heights[image[j]], gt.widths[image[j]]))
-                mask_utils.area(rles[-1:])
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-                raise ValueError(f"detection {i} has a malformed 'segmentation'") from None
-        area = mask_utils.area(rles).astype(np.float64) if rles else np.zeros(0)
-        return rles, area
+        if decoded is None:
+            rles = []
+            for j, (segmentation, i) in enumerate(zip(masks, order.tolist())):
+                if segmentation is None and boxes is not None:
+                    x1, y1, w, h = boxes[j].tolist()
+                    x2, y2 = x1 + w, y1 + h
+                    segmentation = [[x1, y1, x1, y2, x2, y2, x2, y1]]
+                if segmentation is None:
+                    raise ValueError(f"detection {i} has no 'segmentation'")
+                try:
+                    rles.append(_to_rle(segmentation, gt.heights[image[j]], gt.widths[image[j]]))
+                    _DecodedMasks(rles[-1:], keep_runs=False)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                    raise ValueError(f"detection {i} has a malformed 'segmentation'") from None
+            decoded = _DecodedMasks(rles, keep_runs=False)
+        malformed = decoded.malformed()
+        if len(malformed):  # (pycocotools' IoU would not end)
+            j = int(malformed[0])
+            raise ValueError(
+                f"detection {order[j]} has a malformed 'segmentation': its runs cover "
+                f"{decoded.info[j, 5]} pixels, not {' x '.join(map(str, decoded.size[j]))}"
+            )
+        return rles, decoded
 
     @staticmethod
     def _boxes_of_masks(rles: list, boxes: np.ndarray, has_box: np.ndarray) -> np.ndarray:
@@ -611,42 +678,29 @@ def _candidate_pairs(dt: _Detections, gt: _GroundTruth, iou_type: str):
             candidates.append((pair_dt[candidate], pair_gt[candidate], pair_iou[candidate]))
         return tuple(np.concatenate(column) for column in zip(*candidates))
 
-    # masks: the pairs whose IoU can reach 0.5 (IoU <= min(area) / max(area)), one pycocotools
-    # call per (image, category) pair for them (one call per image would compute the IoUs of
-    # all the image's categories too: measured slower)
+    # masks: the pairs whose IoU can reach 0.5 (IoU <= min(area) / max(area)) and whose masks
+    # have the same size (pycocotools' IoU is -1 for the others)
     pair_dt, pair_gt = _expand_pairs(with_gt, start, count, gt_order)
     needed = np.unique(pair_gt)
-    gt_rles = dict(zip(needed.tolist(), gt.rles(needed)))
-    gt_mask_area = np.zeros(len(gt.keys))
-    if len(needed):
-        gt_mask_area[needed] = mask_utils.area([gt_rles[g] for g in needed.tolist()])
-    dt_area, pair_gt_area = dt.mask_area[pair_dt], gt_mask_area[pair_gt]
-    comparable = 2 * np.minimum(dt_area, pair_gt_area) >= np.maximum(dt_area, pair_gt_area)
-    pair_dt, pair_gt = pair_dt[comparable], pair_gt[comparable]
+    gt_masks = _DecodedMasks(gt.rles(needed))
+    gt_row = np.zeros(len(gt.keys), dtype=np.int64)  # annotation -> row of gt_masks
+    gt_row[needed] = np.arange(len(needed))
+    pair_row = gt_row[pair_gt]
+    dt_area, gt_area = dt.masks.area[pair_dt], gt_masks.area[pair_row]
+    comparable = 2 * np.minimum(dt_area, gt_area) >= np.maximum(dt_area, gt_area)
+    comparable &= (dt.masks.size[pair_dt] == gt_masks.size[pair_row]).all(axis=1)
+    pair_dt, pair_gt, pair_row = pair_dt[comparable], pair_gt[comparable], pair_row[comparable]
+    # the detections' masks decoded again with their runs, a part at a time (the pairs are grouped
+    # by detection, in increasing order)
     pair_iou = np.zeros(len(pair_dt))
-    pair_key = dt.keys[pair_dt]  # dt is sorted by (image, category) pair
-    bounds = np.append(np.flatnonzero(np.diff(pair_key, prepend=-1)), len(pair_dt))
-    # the detections and the ground truth of each (image, category) pair, each sorted by index
-    # and laid end to end, pair after pair, and the row and column of each candidate pair
-    dets, det_index = np.unique(pair_dt, return_inverse=True)
-    objects, object_index = np.unique(pair_key * len(gt.keys) + pair_gt, return_inverse=True)
-    first_keys = pair_key[bounds[:-1]]
-    det_bounds = np.append(np.searchsorted(dt.keys[dets], first_keys), len(dets))  # [pairs + 1]
-    object_bounds = np.append(np.searchsorted(objects // len(gt.keys), first_keys), len(objects))
-    det_column = det_index - np.repeat(det_bounds[:-1], np.diff(bounds))
-    object_column = object_index - np.repeat(object_bounds[:-1], np.diff(bounds))
-    dt_rles = [dt.rles[d] for d in dets.tolist()]
-    object_rles = [gt_rles[g] for g in (objects % len(gt.keys)).tolist()]
-    for first, stop, d0, d1, g0, g1 in zip(
-        bounds[:-1].tolist(),
-        bounds[1:].tolist(),
-        det_bounds[:-1].tolist(),
-        det_bounds[1:].tolist(),
-        object_bounds[:-1].tolist(),
-        object_bounds[1:].tolist(),
-    ):
-        ious = mask_utils.iou(dt_rles[d0:d1], object_rles[g0:g1], [0] * (g1 - g0))
-        pair_iou[first:stop] = ious[det_column[first:stop], object_column[first:stop]]
+    dets = np.unique(pair_dt)
+    for first in range(0, len(dets), _MASK_PART):
+        part = dets[first : first + _MASK_PART]
+        begin = np.searchsorted(pair_dt, part[0], side="left")
+        end = np.searchsorted(pair_dt, part[-1], side="right")
+        masks = _DecodedMasks([dt.rles[d] for d in part.tolist()])
+        local = np.searchsorted(part, pair_dt[begin:end])
+        pair_iou[begin:end] = masks.pair_iou(gt_masks, local, pair_row[begin:end])
     candidate = pair_iou >= lowest
     return pair_dt[candidate], pair_gt[candidate], pair_iou[candidate]
 
