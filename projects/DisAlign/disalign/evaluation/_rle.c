@@ -1,6 +1,6 @@
 /*
- * Compressed-RLE masks for fast_lvis: each mask's string decoded once, giving its area and its
- * runs, then the IoU of given (detection, ground truth) pairs from the runs.
+ * Compressed-RLE masks for fast_lvis: a call decodes masks' strings into their areas and, when
+ * asked, their runs; the IoU of given (detection, ground truth) pairs is then read off the runs.
  *
  * pycocotools offers the same numbers only as separate calls that each decode the strings again
  * (area, then iou) and compute the IoUs of every (detection, ground truth) combination of a call.

@@ -453,9 +453,9 @@ _COUNTS, _SIZE = operator.itemgetter("counts"), operator.itemgetter("size")
 
 class _DecodedMasks:
     """
-    Compressed RLE masks, each string decoded once by the compiled ``_rle`` module (pycocotools
-    decodes them again for each call: areas, then IoUs): their areas, and their runs for
-    :meth:`pair_iou`.
+    Compressed RLE masks decoded by the compiled ``_rle`` module, in one call for all of them
+    (pycocotools decodes the strings again for each of its calls: areas, then IoUs): their areas,
+    and their runs for :meth:`pair_iou`.
 
     Attributes:
         area (ndarray[N] float64): the mask areas (pycocotools' ``area``).
