@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 INSTALL_FILES := requirements.txt setup.py setup.cfg pyproject.toml tools/install.sh \
 	tools/install_detectron2.py tools/detectron2_C_standin.py \
-	projects/DisAlign/disalign/evaluation/_rle.c
+	projects/DisAlign/lvis_fast/_rle.c
 
 # Optional, on the command line (see README.md, "On a GPU machine"):
 #   D2_SOURCE=<archive or folder>  build that detectron2 source with its compiled ops (CPU ops,
