@@ -45,9 +45,13 @@ def _model(num_classes=36, *opts):
 
 
 def _zoo_pickle(path, model, *, matching_heuristics):
-    """A detectron2 model-zoo file: NumPy arrays under "model", as detectron2 publishes them."""
+    """
+    A detectron2 model-zoo file: NumPy arrays under "model", as detectron2 publishes them. Its
+    values are the model's plus 1, so that they differ from those of any model built by
+    ``_model`` with the same arguments (the same seed): loading it is seen in every value.
+    """
     weights = {
-        k: v.numpy().copy() for k, v in model.state_dict().items() if not k.startswith(ALIGNMENT)
+        k: (v + 1).numpy() for k, v in model.state_dict().items() if not k.startswith(ALIGNMENT)
     }
     data = {"model": weights, "__author__": "Detectron2 Model Zoo"}
     if matching_heuristics:
@@ -110,11 +114,54 @@ def test_zoo_pickle_of_the_same_classes_loads(tmp_path, matching_heuristics):
     weights = _zoo_pickle(path, _model(36), matching_heuristics=matching_heuristics)
     model = _model(36)
     model.roi_heads.box_predictor.alignment.beta.data.fill_(0.25)  # not in the file: kept
+    before = _state(model)
     SafeDetectionCheckpointer(model).load(str(path))
+    _assert_loaded(model, before, weights)
+    torch.testing.assert_close(model.state_dict()[ALIGNMENT + "beta"], torch.full((36,), 0.25))
+
+
+def _assert_loaded(model, before, weights):
+    """Every key of the file holds the file's value, no longer the model's initial one."""
     state = model.state_dict()
+    assert set(weights) <= set(state)
     for key, value in weights.items():
         assert torch.equal(state[key], torch.from_numpy(value)), key
-    torch.testing.assert_close(state[ALIGNMENT + "beta"], torch.full((36,), 0.25))
+        assert not torch.equal(state[key], before[key]), key
+
+
+MINIATURE_CLASSIFIER = os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_{}.yaml")
+
+
+def _classifier(num_classes, stage):
+    """The miniature image classifier (DisAlignImageClassifier), "baseline" or "disalign"."""
+    cfg = load_config(MINIATURE_CLASSIFIER.format(stage), "MODEL.WEIGHTS", "")
+    cfg.merge_from_list(["MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", num_classes])
+    torch.manual_seed(num_classes)
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("matching_heuristics", [False, True])
+def test_classifier_pickle_of_another_class_count_is_refused(tmp_path, matching_heuristics):
+    path = tmp_path / "classifier.pkl"
+    writer = _classifier(20, "baseline")
+    weights = _zoo_pickle(path, writer, matching_heuristics=matching_heuristics)
+    assert weights["cls_score.weight"].shape == (20, 512)
+    model = _classifier(36, "disalign")
+    before = _state(model)
+    # everything but the classifier would fit (and the file's values differ from the model's)
+    fitting = [k for k in weights if not k.startswith("cls_score.")]
+    assert fitting and all(weights[k].shape == before[k].shape for k in fitting)
+    assert all(not np.array_equal(weights[k], before[k].numpy()) for k in fitting)
+    with pytest.raises(CheckpointMismatchError) as e:
+        SafeDetectionCheckpointer(model).load(str(path))
+    message = str(e.value)
+    assert "\n" not in message
+    assert "its 'cls_score.weight' has shape (20, 512)" in message
+    assert "model's 'cls_score.weight' (36, 512)" in message
+    assert "2 class-dependent parameter(s) differ" in message
+    after = model.state_dict()  # nothing was loaded
+    assert after.keys() == before.keys()
+    assert [k for k, v in before.items() if not torch.equal(after[k], v)] == []
 
 
 def _cache_url(tmp_path, monkeypatch, name, model):
@@ -150,9 +197,9 @@ def test_detectron2_url_of_another_class_count_is_refused(tmp_path, monkeypatch)
 def test_detectron2_url_of_the_same_classes_loads(tmp_path, monkeypatch):
     url, weights = _cache_url(tmp_path, monkeypatch, "model_final_36.pkl", _model(36))
     model = _model(36)
+    before = _state(model)
     SafeDetectionCheckpointer(model).load(url)
-    state = model.state_dict()
-    assert all(torch.equal(state[k], torch.from_numpy(v)) for k, v in weights.items())
+    _assert_loaded(model, before, weights)
 
 
 def test_detectron2_url_that_cannot_be_downloaded(tmp_path):
