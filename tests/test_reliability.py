@@ -126,7 +126,17 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_checkpoint(tmp_path, m
     (tmp_path / "model_0000002.pth.incomplete").write_bytes(b"\x80\x02half")
     assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000001.pth")
     monkeypatch.undo()
-    assert checkpointer.resume_or_load("", resume=True) is not None
+    # the weights move on after the save; resuming brings back those of model_0000001.pth
+    saved = _weights(tmp_path / "model_0000001.pth")
+    with torch.no_grad():
+        for value in checkpointer.model.state_dict().values():
+            value += 1
+    model = checkpointer.model.state_dict()
+    assert saved.keys() == model.keys()
+    assert all(not torch.equal(model[k], v) for k, v in saved.items())
+    checkpointer.resume_or_load("", resume=True)
+    model = checkpointer.model.state_dict()
+    assert [k for k, v in saved.items() if not torch.equal(model[k], v)] == []
 
 
 class _RunsCode:
@@ -237,22 +247,30 @@ LVIS_TRAIN = ["DATASETS.TRAIN", "('lvis_v1_train',)", "MODEL.ROI_HEADS.NUM_CLASS
 
 
 @pytest.mark.parametrize(
-    "layout, expected",
+    "layout, expected, before_training",
     [
-        (dict(json_text="{not json"), "lvis_v1_train.json' is not valid JSON"),
-        (dict(image_bytes=None), "train2017/000000000001.jpg' does not exist"),
-        (dict(image_bytes=b"not a jpeg"), "cannot read image '"),
-        (dict(annotation_category=5000), "invalid category_id=4999"),
+        (dict(json_text="{not json"), "lvis_v1_train.json' is not valid JSON", True),
+        (dict(image_bytes=None), "train2017/000000000001.jpg' does not exist", True),
+        (dict(image_bytes=b"not a jpeg"), "cannot read image '", False),
+        (dict(annotation_category=5000), "invalid category_id=4999", True),
     ],
     ids=["corrupt-json", "missing-image", "unreadable-image", "unknown-category"],
 )
-def test_bad_training_data(tmp_path, earlier_run, layout, expected):
+def test_bad_training_data(tmp_path, earlier_run, layout, expected, before_training):
     env = _lvis_v1_layout(tmp_path / "datasets", **{"image_bytes": _jpeg(), **layout})
     before = _files(earlier_run)
     args = [*FAST, *LVIS_TRAIN, "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", earlier_run]
     result = train_net("--config-file", MINIATURE_BASELINE, *args, env=env)
     one_line_error(result, expected)
     _assert_untouched(earlier_run, before)
+    log = (earlier_run / "log.txt").read_text() if (earlier_run / "log.txt").exists() else ""
+    started = "Starting training" in result.stdout + result.stderr + log
+    if before_training:  # refused before the first iteration: no training logged, no checkpoint
+        assert not started
+        written = set(_files(earlier_run)) - set(before)
+        assert [name for name in written if ".pth" in name or "checkpoint" in name] == []
+    else:  # the image is read by the first iteration (and the log says when training starts)
+        assert started
 
 
 def test_non_finite_loss_names_the_iteration(tmp_path, earlier_run):
