@@ -146,7 +146,13 @@ def test_fcn_head_with_the_official_confidence_aligns_every_pixel():
         bias = alignment.beta.view(1, -1, 1, 1)
         expected = sigma * (z * scale + bias) + (1 - sigma) * z  # DisAlignFCNHead.forward
         torch.testing.assert_close(head.logits(features), expected)
-    assert (sigma >= 0.5).all() and (sigma < 1).all()
+        # the confidence layer's own output, per pixel (rows): c(x) = ReLU(...) >= 0, so that
+        # sigma(x) >= 0.5, with 0.5 reached where the normalised value is negative
+        c = alignment.confidence(y.permute(0, 2, 3, 1).reshape(-1, d))
+        assert c.shape == (2 * 4 * 3, 1)
+        assert (c >= 0).all() and (c == 0).any() and (c > 0).any()
+        sigma = torch.sigmoid(c)
+        assert (sigma >= 0.5).all() and (sigma < 1).all()
 
 
 def test_grw_mean_over_all_pixels_by_hand():
