@@ -26,8 +26,7 @@ from lvis_fast import _rle
 from lvis_fast.masks import DecodedMasks
 
 import disalign
-from disalign.evaluation import FastLVISEvaluator, build_evaluator
-from disalign.evaluation.lvis import LVISApiEvaluator
+from disalign.evaluation import LongTailLVISEvaluator, build_evaluator
 from disalign.evaluation.fast_lvis import evaluate_lvis, lvis_metric_names, main
 
 TOLERANCE = 1e-6
@@ -710,19 +709,21 @@ def test_detectron2_evaluator_reports_what_lvis_evaluator_does(
     name, gt, bbox_results, segm_results = random_lvis_dataset
     inputs, outputs = _model_outputs(gt, bbox_results, segm_results)
     results, files = {}, {}
-    for evaluator_class in (LVISEvaluator, FastLVISEvaluator, LVISApiEvaluator):
-        output_dir = tmp_path / evaluator_class.__name__
-        evaluator = evaluator_class(
-            name, output_dir=str(output_dir), max_dets_per_image=max_dets_per_image
-        )
+    for backend in ("detectron2", "fast", "lvis-api"):
+        output_dir = tmp_path / backend
+        options = dict(output_dir=str(output_dir), max_dets_per_image=max_dets_per_image)
+        if backend == "detectron2":
+            evaluator = LVISEvaluator(name, **options)
+        else:
+            evaluator = LongTailLVISEvaluator(name, backend=backend, **options)
         evaluator.reset()
         for image_input, image_output in zip(inputs, outputs):
             evaluator.process([image_input], [image_output])
-        results[evaluator_class] = evaluator.evaluate()
-        files[evaluator_class] = (output_dir / "lvis_instances_results.json").read_text()
-    expected = results[LVISEvaluator]
-    assert files[FastLVISEvaluator] == files[LVISEvaluator] == files[LVISApiEvaluator]
-    for actual in (results[FastLVISEvaluator], results[LVISApiEvaluator]):
+        results[backend] = evaluator.evaluate()
+        files[backend] = (output_dir / "lvis_instances_results.json").read_text()
+    expected = results["detectron2"]
+    assert files["fast"] == files["detectron2"] == files["lvis-api"]
+    for actual in (results["fast"], results["lvis-api"]):
         assert list(actual) == list(expected) == ["bbox", "segm"]
         for task in expected:
             assert list(actual[task]) == list(expected[task])
@@ -731,8 +732,8 @@ def test_detectron2_evaluator_reports_what_lvis_evaluator_does(
 
     # per_category_ap.json: the same from both backends, and lvis-api's precision array's
     fast, api = (
-        json.loads((tmp_path / c.__name__ / "per_category_ap.json").read_text())
-        for c in (FastLVISEvaluator, LVISApiEvaluator)
+        json.loads((tmp_path / backend / "per_category_ap.json").read_text())
+        for backend in ("fast", "lvis-api")
     )
     assert fast["dataset"] == api["dataset"] == name
     assert fast["tasks"] == api["tasks"] == ["bbox", "segm"]
@@ -763,7 +764,7 @@ def test_detectron2_evaluator_without_detections_reports_nan(random_lvis_dataset
     empty.pred_boxes = Boxes(torch.zeros(0, 4))
     empty.scores = torch.zeros(0)
     empty.pred_classes = torch.zeros(0, dtype=torch.long)
-    evaluator = FastLVISEvaluator(name)
+    evaluator = LongTailLVISEvaluator(name)
     evaluator.reset()
     evaluator.process([{"image_id": image["id"]}], [{"instances": empty}])
     results = evaluator.evaluate()
@@ -776,9 +777,10 @@ def test_build_evaluator_picks_the_backend(random_lvis_dataset, tmp_path):
     cfg = get_cfg()
     disalign.add_disalign_config(cfg)
     assert cfg.TEST.LVIS_EVAL_BACKEND == "fast"
-    assert type(build_evaluator(cfg, name, str(tmp_path))) is FastLVISEvaluator
+    evaluator = build_evaluator(cfg, name, str(tmp_path))
+    assert type(evaluator) is LongTailLVISEvaluator and evaluator._backend == "fast"
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis-api"
-    assert type(build_evaluator(cfg, name, str(tmp_path))) is LVISApiEvaluator
+    assert build_evaluator(cfg, name, str(tmp_path))._backend == "lvis-api"
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"  # refused with the config's other values
     cfg.OUTPUT_DIR = str(tmp_path)
     with pytest.raises(disalign.InputError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):

@@ -18,11 +18,24 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation.lvis_evaluation import instances_to_coco_json
 from lvis import LVIS, LVISEval, LVISResults
-from test_fast_lvis import federated_case, random_case, write_json
+from test_fast_lvis import (  # noqa: F401 (a fixture)
+    _model_outputs,
+    federated_case,
+    random_case,
+    random_lvis_dataset,
+    write_json,
+)
 
+import disalign
 import lvis_fast
+from disalign.evaluation import build_evaluator
 from disalign.evaluation.fast_lvis import evaluate_lvis
+from disalign.evaluation.lvis import LVIS_METRICS
 
 TOLERANCE = 1e-6
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,3 +326,66 @@ def test_lvis_eval_is_a_drop_in_for_lvis_api(seed, iou_type, given, tmp_path, ca
     for key in ("precision", "recall"):
         assert ours.eval[key].shape == expected.eval[key].shape
         np.testing.assert_allclose(ours.eval[key], expected.eval[key], atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["fast", "lvis-api"])
+def test_evaluator_reports_standard_fixed_and_pooled_ap_from_two_processes(
+    random_lvis_dataset, backend, tmp_path
+):
+    """
+    The model keeps more detections per image than the standard budget; build_evaluator's
+    evaluator caps the standard AP at TEST.DETECTIONS_PER_IMAGE, keeps a running top K per
+    category (two "processes" here, each with half of the images), and reports Fixed AP and
+    Pooled AP of the top K of all detections.
+    """
+    name, gt, bbox_results, segm_results = random_lvis_dataset
+    inputs, outputs = _model_outputs(gt, bbox_results, segm_results)
+    for output in outputs:  # a model's instances come sorted by decreasing score
+        instances = output["instances"]
+        output["instances"] = instances[torch.argsort(-instances.scores, stable=True)]
+    cfg = get_cfg()
+    disalign.add_disalign_config(cfg)
+    cfg.TEST.LVIS_EVAL_BACKEND = backend
+    cfg.TEST.DETECTIONS_PER_IMAGE = 4
+    cfg.TEST.FIXED_AP.ENABLED = True
+    cfg.TEST.FIXED_AP.DETS_PER_CATEGORY = k = 3
+    evaluators = [build_evaluator(cfg, name, str(tmp_path / f"process{p}")) for p in (0, 1)]
+    half = len(inputs) // 2
+    for evaluator, part in zip(evaluators, (slice(0, half), slice(half, None))):
+        evaluator.reset()
+        for image_input, image_output in zip(inputs[part], outputs[part]):
+            evaluator.process([image_input], [image_output])
+    evaluators[0]._predictions += evaluators[1]._predictions  # what gathering does
+    evaluators[0]._distributed = False
+    results = evaluators[0].evaluate()
+
+    # references: lvis-api on all of the model's detections
+    everything = []
+    for image_input, image_output in zip(inputs, outputs):
+        everything += instances_to_coco_json(image_output["instances"], image_input["image_id"])
+    for result in everything:
+        result["category_id"] += 1
+    written = json.loads((tmp_path / "process0" / "lvis_instances_results.json").read_text())
+    assert len(written) < len(everything)  # the running top K left some out
+    gt_path = MetadataCatalog.get(name).json_file
+    for task in ("bbox", "segm"):
+        task_results = everything
+        if task == "segm":  # mask areas, as detectron2
+            task_results = [{k: v for k, v in r.items() if k != "bbox"} for r in everything]
+        standard = lvis_api_eval(gt_path, task_results, task, 4)
+        standard.run()
+        fixed = lvis_api_eval(gt_path, task_results, task, -1, k)
+        pooled = pooled_reference(fixed)
+        fixed.run()
+        expected = {name: 100 * value for name, value in standard.get_results().items()}
+        for metric in ("AP", "APr", "APc", "APf"):
+            expected[f"{metric}-fixed"] = 100 * fixed.get_results()[metric]
+        expected.update({name: 100 * value for name, value in pooled.items()})
+        assert set(results[task]) == set(LVIS_METRICS) | {
+            n for n in expected if "fixed" in n or "pooled" in n
+        }
+        for metric, value in results[task].items():
+            assert value == pytest.approx(expected[metric], abs=100 * TOLERANCE), (task, metric)
+        assert results[task]["AP-fixed"] != results[task]["AP"]
+    per_category = json.loads((tmp_path / "process0" / "per_category_ap.json").read_text())
+    assert per_category["tasks"] == ["bbox", "bbox-fixed", "segm", "segm-fixed"]

@@ -102,5 +102,18 @@ def add_disalign_config(cfg):
     _C.INPUT.CLASSIFICATION.TEST_RESIZE = 256
     _C.INPUT.CLASSIFICATION.TEST_CROP_SIZE = 224
 
-    # LVIS AP computation: "fast" (disalign.evaluation.fast_lvis) or "lvis-api" (detectron2's).
+    # LVIS AP computation: "fast" (the lvis_fast package) or "lvis-api" (detectron2's).
     _C.TEST.LVIS_EVAL_BACKEND = "fast"
+
+    # Fixed AP and Pooled AP (Dave et al., "Evaluating Large-Vocabulary Object Detectors: The
+    # Devil is in the Details", 2021), reported by the LVIS evaluator besides the standard AP.
+    _C.TEST.FIXED_AP = CN()
+    # On: the box predictor keeps up to DETS_PER_IMAGE detections per image (instead of
+    # TEST.DETECTIONS_PER_IMAGE, which still bounds the standard AP's), and the evaluator keeps
+    # each category's DETS_PER_CATEGORY top-scored over the dataset for Fixed AP and Pooled AP.
+    _C.TEST.FIXED_AP.ENABLED = False
+    # K: detections kept per category over the whole evaluation set (the authors' 10,000).
+    _C.TEST.FIXED_AP.DETS_PER_CATEGORY = 10000
+    # The box predictor's per-image cap while Fixed AP is on (-1: none); bounds the mask head's
+    # work and memory per image.
+    _C.TEST.FIXED_AP.DETS_PER_IMAGE = 1000

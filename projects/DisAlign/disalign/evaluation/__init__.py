@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 from .build import build_evaluator
 from .classification import ClassificationEvaluator, group_accuracies, shot_group
-from .lvis import LVIS_EVAL_BACKENDS, FastLVISEvaluator, evaluate_predictions_on_lvis
+from .lvis import LVIS_EVAL_BACKENDS, LongTailLVISEvaluator, evaluate_predictions_on_lvis
 from .sem_seg import LongTailSemSegEvaluator, group_segmentation_metrics, pixel_ratio_group
 
 

@@ -6,7 +6,7 @@ from detectron2.evaluation import COCOEvaluator
 
 from ..modeling.grw import training_class_counts
 from .classification import ClassificationEvaluator
-from .lvis import FastLVISEvaluator, LVISApiEvaluator
+from .lvis import LongTailLVISEvaluator
 from .sem_seg import LongTailSemSegEvaluator, pixel_ratio_group
 
 __all__ = ["build_evaluator", "has_compiled_ops"]
@@ -28,12 +28,14 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str):
     """The evaluator of a registered dataset, by its ``evaluator_type`` metadata."""
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "lvis":
-        # TEST.LVIS_EVAL_BACKEND is checked by disalign.validation.check_inputs
-        evaluator_class = {"fast": FastLVISEvaluator, "lvis-api": LVISApiEvaluator}[
-            cfg.TEST.LVIS_EVAL_BACKEND
-        ]
-        return evaluator_class(
-            dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+        fixed_ap = cfg.TEST.FIXED_AP
+        return LongTailLVISEvaluator(
+            dataset_name,
+            output_dir=output_folder,
+            # a guarantee, also when the model keeps more per image (TEST.FIXED_AP.DETS_PER_IMAGE)
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            backend=cfg.TEST.LVIS_EVAL_BACKEND,
+            fixed_ap_dets_per_category=fixed_ap.DETS_PER_CATEGORY if fixed_ap.ENABLED else None,
         )
     if evaluator_type == "coco":
         # detectron2's fast COCO AP is a compiled op: without the ops, pycocotools' own COCOeval

@@ -1,10 +1,13 @@
 # -*- coding: utf-8 -*-
 """
-detectron2's LVISEvaluator with the AP computed by :mod:`disalign.evaluation.fast_lvis` (the same
-numbers, in the same format, in a fraction of the time and memory) or by lvis-api, both also
-writing the AP of every category to ``<output_dir>/per_category_ap.json``.
+detectron2's LVISEvaluator with the AP computed by :mod:`lvis_fast` (the same numbers, in the same
+format, in a fraction of the time and memory) or by lvis-api, also writing the AP of every
+category to ``<output_dir>/per_category_ap.json``; optionally also Fixed AP and Pooled AP (Dave et
+al. 2021) from each category's top-scored detections over the whole dataset.
 """
 
+import copy
+import heapq
 import itertools
 import json
 import logging
@@ -13,14 +16,16 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from detectron2.evaluation import LVISEvaluator
+from detectron2.evaluation.lvis_evaluation import instances_to_coco_json
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
+from lvis_fast import check_limits, evaluate_lvis, pooled_metric_names
 
 from ..config import LVIS_EVAL_BACKENDS
+from ..engine.file_io import write_atomically
 
 __all__ = [
-    "FastLVISEvaluator",
-    "LVISApiEvaluator",
+    "LongTailLVISEvaluator",
     "evaluate_predictions_on_lvis",
     "LVIS_EVAL_BACKENDS",
     "PER_CATEGORY_AP_FILE",
@@ -29,6 +34,9 @@ __all__ = [
 # cfg.TEST.LVIS_EVAL_BACKEND values: this module's evaluator, or lvis-api (detectron2's own way)
 # what detectron2's LVISEvaluator reports for each task
 LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
+# what the evaluator adds with Fixed AP on: Fixed AP's (suffixed) and Pooled AP's metrics
+FIXED_AP_METRICS = ["AP", "APr", "APc", "APf"]
+FIXED_SUFFIX = "-fixed"
 # written to the evaluator's output_dir after evaluation, one entry per category
 PER_CATEGORY_AP_FILE = "per_category_ap.json"
 _WRITE_CHUNK = 10000  # results written to lvis_instances_results.json at a time
@@ -42,11 +50,12 @@ def evaluate_predictions_on_lvis(
     iou_type: str,
     max_dets_per_image: Optional[int] = None,
     backend: str = "fast",
+    dets_per_category: Optional[int] = None,
+    pooled: bool = False,
 ) -> Tuple[Dict[str, float], Dict[int, float]]:
     """
-    detectron2's ``_evaluate_predictions_on_lvis``, computed by
-    :func:`disalign.evaluation.fast_lvis.evaluate_lvis` ("fast") or by lvis-api ("lvis-api"),
-    with the AP of each category as well.
+    detectron2's ``_evaluate_predictions_on_lvis``, computed by :func:`lvis_fast.evaluate_lvis`
+    ("fast") or by lvis-api ("lvis-api"), with the AP of each category as well.
 
     Args:
         lvis_gt (lvis.LVIS): the ground truth.
@@ -54,44 +63,52 @@ def evaluate_predictions_on_lvis(
             modified, and not copied by the "fast" backend (mask AP leaves the boxes out without
             a copy, so that mask areas decide the small / medium / large ranges, as detectron2).
         iou_type (str): "bbox" or "segm".
-        max_dets_per_image (int or None): detections evaluated per image; None: LVIS's 300.
+        max_dets_per_image (int or None): detections evaluated per image (-1: all); None: LVIS's
+            300.
         backend (str): one of LVIS_EVAL_BACKENDS.
+        dets_per_category (int or None): keep only each category's top-scored detections over
+            the dataset first (Fixed AP, with max_dets_per_image -1).
+        pooled (bool): also Pooled AP ("AP-pooled-all", "-r", "-c", "-f"; always computed by
+            :mod:`lvis_fast`, lvis-api has none).
 
     Returns:
-        dict: AP, AP50, AP75, APs, APm, APl, APr, APc, APf, on a 0-100 scale (NaN for each without
-            results, as detectron2).
+        dict: AP, AP50, AP75, APs, APm, APl, APr, APc, APf (and the pooled ones), on a 0-100 scale
+            (NaN for each without results, as detectron2).
         dict: category id -> AP (0-100 scale; -1 for a category without ground truth); empty
             without results.
     """
+    names = LVIS_METRICS + (pooled_metric_names() if pooled else [])
     if len(lvis_results) == 0:
         logger.warning("No predictions from the model!")
-        return {metric: float("nan") for metric in LVIS_METRICS}, {}
+        return {metric: float("nan") for metric in names}, {}
     max_dets = 300 if max_dets_per_image is None else max_dets_per_image
-    logger.info(f"Evaluating with max detections per image = {max_dets}")
-    if backend == "fast":
-        from .fast_lvis import evaluate_lvis  # not at import: see this package's __init__
-
-        metrics, ap = evaluate_lvis(
-            lvis_gt,
-            lvis_results,
-            iou_type,
-            max_dets=max_dets,
-            mask_areas=iou_type == "segm",
-            per_category=True,
-        )
-    elif backend == "lvis-api":
-        metrics, ap = _evaluate_with_lvis_api(lvis_gt, lvis_results, iou_type, max_dets)
-    else:
+    limits = f"max detections per image = {max_dets}"
+    if dets_per_category is not None:
+        limits += f", per category = {dets_per_category}"
+    logger.info(f"Evaluating with {limits}")
+    if backend not in LVIS_EVAL_BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(LVIS_EVAL_BACKENDS)}, not {backend!r}")
-    results = {metric: float(metrics[metric] * 100) for metric in LVIS_METRICS}
-    logger.info(f"Evaluation results for {iou_type}: \n" + create_small_table(results))
+    options = dict(max_dets=max_dets, mask_areas=iou_type == "segm", per_category=True)
+    options["dets_per_category"] = dets_per_category
+    if backend == "fast":
+        metrics, ap = evaluate_lvis(lvis_gt, lvis_results, iou_type, pooled=pooled, **options)
+    else:
+        metrics, ap = _evaluate_with_lvis_api(
+            lvis_gt, lvis_results, iou_type, max_dets, dets_per_category
+        )
+        if pooled:
+            options["per_category"] = False
+            metrics.update(evaluate_lvis(lvis_gt, lvis_results, iou_type, pooled=True, **options))
+    results = {metric: float(metrics[metric] * 100) for metric in names}
+    logger.info(f"Evaluation results for {iou_type} ({limits}): \n" + create_small_table(results))
     return results, {c: (v * 100 if v > -1 else -1.0) for c, v in ap.items()}
 
 
-def _evaluate_with_lvis_api(lvis_gt, lvis_results, iou_type, max_dets):
+def _evaluate_with_lvis_api(lvis_gt, lvis_results, iou_type, max_dets, dets_per_category):
     """
     lvis-api as detectron2's ``_evaluate_predictions_on_lvis`` runs it (for mask AP, on a copy of
-    the results without boxes).
+    the results without boxes); with dets_per_category, on each category's top-scored results
+    (ties: the earlier first), in their order.
 
     Returns:
         dict: lvis-api's metrics (0-1 scale); dict: category id -> AP (0-1, -1 without ground
@@ -99,11 +116,22 @@ def _evaluate_with_lvis_api(lvis_gt, lvis_results, iou_type, max_dets):
     """
     from lvis import LVISEval, LVISResults
 
-    from .fast_lvis import category_ap
+    from lvis_fast import category_ap
 
     if iou_type == "segm":
         lvis_results = [{k: v for k, v in r.items() if k != "bbox"} for r in lvis_results]
+    else:
+        lvis_results = copy.deepcopy(lvis_results)  # LVISResults adds fields
+    if dets_per_category is not None:
+        scores = np.array([r["score"] for r in lvis_results])
+        categories = np.array([r["category_id"] for r in lvis_results])
+        by_score = np.argsort(-scores, kind="stable")
+        kept = []
+        for category in np.unique(categories):
+            kept += by_score[categories[by_score] == category][:dets_per_category].tolist()
+        lvis_results = [lvis_results[i] for i in sorted(kept)]
     lvis_eval = LVISEval(lvis_gt, LVISResults(lvis_gt, lvis_results, max_dets=max_dets), iou_type)
+    lvis_eval.params.max_dets = max_dets
     lvis_eval.run()
     lvis_eval.print_results()
     ap = category_ap(lvis_eval.eval["precision"])
@@ -152,20 +180,94 @@ def write_per_category_ap(
             }
         )
     content = {"dataset": dataset_name, "tasks": sorted(ap_by_task), "categories": categories}
-    temporary = f"{path}.tmp.{os.getpid()}"
-    with open(temporary, "w") as f:
-        json.dump(content, f)
-    os.replace(temporary, path)
+    write_atomically(path, lambda f: json.dump(content, f))
 
 
-class _LVISEvaluatorWithCategories(LVISEvaluator):
+class LongTailLVISEvaluator(LVISEvaluator):
     """
     detectron2's :class:`LVISEvaluator` (the same arguments, results and output files), with AP
-    computed by ``backend`` (one of LVIS_EVAL_BACKENDS), and the AP of each category written to
+    computed by ``backend``, and the AP of each category written to
     ``<output_dir>/per_category_ap.json``. Proposal recall (detectron2's own code) is unchanged.
+
+    With ``fixed_ap_dets_per_category`` K, it also reports Fixed AP (each category's K top-scored
+    detections over the dataset, no per-image limit: "AP-fixed", "APr-fixed", "APc-fixed",
+    "APf-fixed") and Pooled AP on the same detections ("AP-pooled-all", "-r", "-c", "-f"),
+    besides the standard AP of the ``max_dets_per_image`` top-scored detections of each image.
+    The model then has to keep more detections per image than that (TEST.FIXED_AP.DETS_PER_IMAGE):
+    this evaluator keeps, of each image's, the standard ones and those that enter their
+    category's running top K (a score above its K-th best so far), so that its memory stays
+    bounded; with several processes, each keeps its own top K and the evaluation takes the top K
+    of their union, which is the top K of all.
     """
 
-    backend = None
+    def __init__(
+        self,
+        dataset_name: str,
+        tasks=None,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        *,
+        max_dets_per_image: Optional[int] = None,
+        backend: str = "fast",
+        fixed_ap_dets_per_category: Optional[int] = None,
+    ):
+        """
+        Args:
+            dataset_name, tasks, distributed, output_dir, max_dets_per_image: as detectron2's.
+            backend (str): one of LVIS_EVAL_BACKENDS: "fast" (:mod:`lvis_fast`) or "lvis-api".
+            fixed_ap_dets_per_category (int or None): K for Fixed AP and Pooled AP; None: off.
+        """
+        if backend not in LVIS_EVAL_BACKENDS:
+            raise ValueError(
+                f"backend must be one of {', '.join(LVIS_EVAL_BACKENDS)}, not {backend!r}"
+            )
+        check_limits(300 if max_dets_per_image is None else max_dets_per_image,
+                     fixed_ap_dets_per_category)
+        super().__init__(
+            dataset_name, tasks, distributed, output_dir, max_dets_per_image=max_dets_per_image
+        )
+        self._backend = backend
+        self._dets_per_category = fixed_ap_dets_per_category
+
+    def reset(self):
+        super().reset()
+        self._category_top_scores = {}  # category -> min-heap of its K best scores so far
+
+    def process(self, inputs, outputs):
+        """
+        As detectron2's; with Fixed AP on, of each image's instances only its standard ones
+        (the first max_dets_per_image: the model's are sorted by decreasing score) and those
+        that enter their category's running top K are kept.
+        """
+        if self._dets_per_category is None:
+            return super().process(inputs, outputs)
+        for input, output in zip(inputs, outputs):
+            prediction = {"image_id": input["image_id"]}
+            if "instances" in output:
+                instances = output["instances"].to(self._cpu_device)
+                keep = self._fixed_ap_candidates(instances)
+                prediction["instances"] = instances_to_coco_json(instances[keep], input["image_id"])
+            if "proposals" in output:
+                prediction["proposals"] = output["proposals"].to(self._cpu_device)
+            self._predictions.append(prediction)
+
+    def _fixed_ap_candidates(self, instances) -> np.ndarray:
+        """The indices of an image's instances to keep, in their order: ndarray[M] int64."""
+        scores = instances.scores.numpy().astype(np.float64)
+        classes = instances.pred_classes.numpy()
+        standard = 300 if self._max_dets_per_image is None else self._max_dets_per_image
+        keep = np.arange(len(scores)) < (standard if standard >= 0 else len(scores))
+        k = self._dets_per_category
+        for i, (category, score) in enumerate(zip(classes.tolist(), scores.tolist())):
+            top = self._category_top_scores.setdefault(category, [])
+            if len(top) < k:
+                heapq.heappush(top, score)
+            elif score > top[0]:  # (ties: the earlier detection stays)
+                heapq.heapreplace(top, score)
+            else:
+                continue
+            keep[i] = True
+        return np.flatnonzero(keep)
 
     def _eval_predictions(self, predictions: List[dict]):
         """
@@ -215,28 +317,24 @@ class _LVISEvaluatorWithCategories(LVISEvaluator):
                 lvis_results,
                 task,
                 max_dets_per_image=self._max_dets_per_image,
-                backend=self.backend,
+                backend=self._backend,
             )
+            if self._dets_per_category is None:
+                continue
+            fixed, ap_by_task[task + FIXED_SUFFIX] = evaluate_predictions_on_lvis(
+                self._lvis_api,
+                lvis_results,
+                task,
+                max_dets_per_image=-1,
+                backend=self._backend,
+                dets_per_category=self._dets_per_category,
+                pooled=True,
+            )
+            for name in FIXED_AP_METRICS:
+                self._results[task][name + FIXED_SUFFIX] = fixed[name]
+            for name in pooled_metric_names():
+                self._results[task][name] = fixed[name]
         if self._output_dir:
             file_path = os.path.join(self._output_dir, PER_CATEGORY_AP_FILE)
             self._logger.info(f"Saving the AP of each category to {file_path}")
             write_per_category_ap(file_path, self._metadata.name, self._lvis_api, ap_by_task)
-
-
-class FastLVISEvaluator(_LVISEvaluatorWithCategories):
-    """
-    detectron2's :class:`LVISEvaluator` with the box and mask AP computed by
-    :func:`disalign.evaluation.fast_lvis.evaluate_lvis` instead of lvis-api: the same numbers,
-    without a second copy of the results. Also writes ``per_category_ap.json``.
-    """
-
-    backend = "fast"
-
-
-class LVISApiEvaluator(_LVISEvaluatorWithCategories):
-    """
-    detectron2's :class:`LVISEvaluator`, AP computed by lvis-api as detectron2 does; also writes
-    ``per_category_ap.json``.
-    """
-
-    backend = "lvis-api"

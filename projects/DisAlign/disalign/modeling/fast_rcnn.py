@@ -93,6 +93,8 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 "grw": grw_loss_from_config(cfg, num_classes, num_unweighted=1),
             }
         )
+        if cfg.TEST.FIXED_AP.ENABLED:  # more per image: the evaluator's top K per category
+            ret["test_topk_per_image"] = cfg.TEST.FIXED_AP.DETS_PER_IMAGE
         return ret
 
     def forward(self, x):
