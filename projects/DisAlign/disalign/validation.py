@@ -75,6 +75,10 @@ def check_inputs(cfg, *, training: bool):
     names = list(cfg.DATASETS.TEST) + (list(cfg.DATASETS.TRAIN) if training else [])
     for name in names:
         _check_dataset(name)
+    _check_dataset_classes(cfg, names)
+    from .engine.checkpoint import check_alignment_stage_weights  # (it imports this module)
+
+    check_alignment_stage_weights(cfg)
 
 
 def _check_disalign_keys(d):
@@ -134,6 +138,23 @@ def _classifier_outputs(cfg):
         return num_classes, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES  # box classifiers also score the background
     return num_classes + 1, "MODEL.ROI_HEADS.NUM_CLASSES", num_classes
+
+
+def _check_dataset_classes(cfg, names: Sequence[str]):
+    """The config's class count must be each registered dataset's (its metadata's class list)."""
+    _, key_name, num_classes = _classifier_outputs(cfg)
+    segmentation = cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor"
+    field = "stuff_classes" if segmentation else "thing_classes"
+    for name in names:
+        metadata = MetadataCatalog.get(name)
+        count = metadata.get("num_classes", None)
+        if count is None and metadata.get(field, None) is not None:
+            count = len(metadata.get(field))
+        if count is not None and count != num_classes:
+            raise InputError(
+                f"{key_name}={num_classes}, but dataset '{name}' has {count} classes; set "
+                f"{key_name} {count}"
+            )
 
 
 def _check_checkpoint_classes(path, outputs, key_name, num_classes):

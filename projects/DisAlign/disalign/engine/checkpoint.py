@@ -31,6 +31,7 @@ from ..validation import InputError
 
 __all__ = [
     "CheckpointMismatchError",
+    "check_alignment_stage_weights",
     "SafeDetectionCheckpointer",
     "UnsafeCheckpointError",
     "download_cache_path",
@@ -117,16 +118,43 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
             if checkpoint.get("__author__", None) == "Caffe2":  # rename once, here
                 checkpoint["model"], _ = convert_c2_detectron_names(checkpoint["model"])
                 checkpoint["__author__"] = "Caffe2 (names converted)"
+        loading = getattr(self, "_loading", "?")
+        heuristics = checkpoint.get("matching_heuristics", False)
         skipped = _class_dependent_mismatches(
-            self.model.state_dict(), checkpoint["model"], checkpoint.get("matching_heuristics")
+            self.model.state_dict(), checkpoint["model"], heuristics
         )
         if skipped:
             key, key_checkpoint, shape_checkpoint, shape_model = skipped[0]
+            if shape_checkpoint[:1] == shape_model[:1]:  # the same outputs: another input width
+                what = "model"
+                hint = (
+                    "the same number of outputs but inputs of another width: a box head or "
+                    "features of another size (MODEL.ROI_BOX_HEAD, the backbone)"
+                )
+            else:
+                what, hint = "model's classes", "check the config's NUM_CLASSES"
             raise CheckpointMismatchError(
-                f"MODEL.WEIGHTS: checkpoint '{getattr(self, '_loading', '?')}' does not fit the "
-                f"model's classes: its '{key_checkpoint}' has shape {shape_checkpoint}, the "
-                f"model's '{key}' {shape_model} (check the config's NUM_CLASSES; "
-                f"{len(skipped)} class-dependent parameter(s) differ)"
+                f"MODEL.WEIGHTS: checkpoint '{loading}' does not fit the {what}: its "
+                f"'{key_checkpoint}' has shape {shape_checkpoint}, the model's '{key}' "
+                f"{shape_model} ({hint}; {len(skipped)} class-dependent parameter(s) differ)"
+            )
+        frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
+        not_provided = _not_provided(self.model.state_dict(), checkpoint["model"], heuristics)
+        if getattr(self.model, "alignment_stage", False):
+            not_provided = [entry for entry in not_provided if entry[0] in frozen]
+            if not_provided:
+                key, reason = not_provided[0]
+                raise CheckpointMismatchError(
+                    f"MODEL.WEIGHTS: checkpoint '{loading}' {reason} for the frozen parameter "
+                    f"'{key}' ({len(not_provided)} frozen parameter(s) not provided): the "
+                    f"alignment stage would keep them random; give it the stage-1 model of "
+                    f"this config"
+                )
+        elif not_provided:  # stage 1: detectron2's behaviour (e.g. ImageNet weights, no heads)
+            named = ", ".join(key for key, _ in not_provided[:3])
+            self.logger.warning(
+                f"{len(not_provided)} model parameter(s) keep their initialisation, not in "
+                f"'{loading}' with their shape: {named}{', ...' if len(not_provided) > 3 else ''}"
             )
         return super()._load_model(checkpoint)
 
@@ -146,6 +174,25 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         write_atomically(path, lambda f: f.write(last_filename_basename), "w")
+
+
+def check_alignment_stage_weights(cfg):
+    """
+    In the alignment stage (stage 2), load ``cfg.MODEL.WEIGHTS`` into a throwaway model built on
+    the CPU first, so that a checkpoint that would leave frozen parameters random (another
+    backbone, another head) is refused before anything is written or trained.
+
+    Raises:
+        InputError: the checkpoint's one-line refusal.
+    """
+    if not cfg.MODEL.DISALIGN.ALIGNMENT_STAGE or not cfg.MODEL.WEIGHTS:
+        return
+    from detectron2.modeling import build_model
+
+    cpu_cfg = cfg.clone()
+    cpu_cfg.defrost()
+    cpu_cfg.MODEL.DEVICE = "cpu"
+    SafeDetectionCheckpointer(build_model(cpu_cfg)).load(cfg.MODEL.WEIGHTS)
 
 
 def download_cache_path(url: str) -> str:
@@ -170,17 +217,37 @@ def _class_dependent_mismatches(model_state, checkpoint_state, matching_heuristi
     for key, value in model_state.items():
         if not any(m in key.split(".") for m in _CLASS_DEPENDENT_MODULES):
             continue
-        if matching_heuristics:
-            candidates = [k for k in checkpoint_state if key == k or key.endswith("." + k)]
-            key_checkpoint = max(candidates, key=len, default=None)
-        else:
-            key_checkpoint = key if key in checkpoint_state else None
+        key_checkpoint = _checkpoint_key(key, checkpoint_state, matching_heuristics)
         if key_checkpoint is None:
             continue  # absent (e.g. DisAlign's alignment when loading a stage-1 model)
         shape = tuple(checkpoint_state[key_checkpoint].shape)
         if shape != tuple(value.shape):
             mismatches.append((key, key_checkpoint, shape, tuple(value.shape)))
     return mismatches
+
+
+def _not_provided(model_state, checkpoint_state, matching_heuristics):
+    """
+    The model's parameters that ``checkpoint_state`` lacks, or has with another shape, as
+    (model key, what is wrong), paired as :func:`_class_dependent_mismatches` pairs them.
+    """
+    found = []
+    for key, value in model_state.items():
+        key_checkpoint = _checkpoint_key(key, checkpoint_state, matching_heuristics)
+        if key_checkpoint is None:
+            found.append((key, "has no entry"))
+        elif tuple(checkpoint_state[key_checkpoint].shape) != tuple(value.shape):
+            shape = tuple(checkpoint_state[key_checkpoint].shape)
+            found.append((key, f"has shape {shape}, not {tuple(value.shape)},"))
+    return found
+
+
+def _checkpoint_key(key, checkpoint_state, matching_heuristics):
+    """The checkpoint's key paired with the model's ``key`` (None if there is none)."""
+    if matching_heuristics:
+        candidates = [k for k in checkpoint_state if key == k or key.endswith("." + k)]
+        return max(candidates, key=len, default=None)
+    return key if key in checkpoint_state else None
 
 
 def _model_zoo_pickle(data: Dict[str, Any]) -> Dict[str, Any]:
