@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-LVIS evaluation speed and memory: lvis-api's LVISEval vs disalign.evaluation.fast_lvis on a
+LVIS evaluation speed and memory: lvis-api's LVISEval vs lvis_fast on a
 synthetic LVIS-like workload, side by side.
 
     python tools/benchmark_lvis_eval.py --images 500 --detections 300 --categories 1230 \
@@ -224,7 +224,7 @@ def measure(tool, gt_path, results_path, iou_type, max_dets):
     """
     from lvis import LVIS, LVISEval, LVISResults
 
-    from disalign.evaluation.fast_lvis import evaluate_lvis
+    from lvis_fast import evaluate_lvis
 
     base = _rss_mib()
     lvis_gt = LVIS(gt_path)
@@ -263,7 +263,13 @@ def stage_times(gt_path, results_path, iou_type, max_dets):
     """
     from lvis import LVIS
 
-    from disalign.evaluation import fast_lvis as f
+    import orjson
+
+    from lvis_fast import _rle
+    from lvis_fast.accumulation import accumulate, summarize
+    from lvis_fast.evaluation import garbage_collection_paused
+    from lvis_fast.matching import Detections, candidate_pairs, match
+    from lvis_fast.reading import GroundTruth, read_results
 
     lvis_gt = LVIS(gt_path)
     times, start = {}, time.perf_counter()
@@ -283,10 +289,10 @@ def stage_times(gt_path, results_path, iou_type, max_dets):
         setattr(module, name, wrapper)
         return function
 
-    originals = [(f.orjson, "loads", timed(f.orjson, "loads"))]
+    originals = [(orjson, "loads", timed(orjson, "loads"))]
     for module, name in [(mask_utils, "frPyObjects"), (mask_utils, "merge")] + [
-        (f._rle, "decode"),
-        (f._rle, "pair_iou"),
+        (_rle, "decode"),
+        (_rle, "pair_iou"),
     ]:
         originals.append((module, name, timed(module, name)))
 
@@ -296,18 +302,18 @@ def stage_times(gt_path, results_path, iou_type, max_dets):
         start = time.perf_counter()
 
     try:
-        with f._garbage_collection_paused():
-            gt = f._GroundTruth(lvis_gt.dataset, iou_type)
+        with garbage_collection_paused():
+            gt = GroundTruth(lvis_gt.dataset, iou_type)
             lap("ground truth arrays (not timed above)")
-            results = f._read_results(results_path, gt, iou_type, False)
+            results = read_results(results_path, gt, iou_type, False)
             lap("reading the results (JSON to arrays)")
-            dt = f._Detections(results, gt, iou_type, max_dets)
+            dt = Detections(results, gt, iou_type, max_dets)
             lap("detection arrays (cap, federated filter, mask areas)")
-            pairs = f._candidate_pairs(dt, gt, iou_type)
+            pairs = candidate_pairs(dt, gt, iou_type)
             lap("IoUs of candidate pairs (segm: polygons rasterized, masks decoded)")
-            matches = f._match(dt, gt, *pairs)
+            matches = match(dt, gt, *pairs)
             lap("matching")
-            f._summarize(f._accumulate(dt, gt, *matches), gt, max_dets)
+            summarize(accumulate(dt, gt, *matches), gt, max_dets)
             lap("accumulation and summary")
     finally:
         for module, name, function in originals:

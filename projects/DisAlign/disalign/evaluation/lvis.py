@@ -100,7 +100,8 @@ def evaluate_predictions_on_lvis(
             options["per_category"] = False
             metrics.update(evaluate_lvis(lvis_gt, lvis_results, iou_type, pooled=True, **options))
     results = {metric: float(metrics[metric] * 100) for metric in names}
-    logger.info(f"Evaluation results for {iou_type} ({limits}): \n" + create_small_table(results))
+    what = iou_type if dets_per_category is None else f"{iou_type} ({limits})"
+    logger.info(f"Evaluation results for {what}: \n" + create_small_table(results))
     return results, {c: (v * 100 if v > -1 else -1.0) for c, v in ap.items()}
 
 
