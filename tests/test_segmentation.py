@@ -5,6 +5,7 @@ metrics, ADE20K's Table 7 split, the alignment stage and a two-stage run of trai
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -78,6 +79,16 @@ def test_deeplab_head_aligns_the_decoder_logits():
         )
 
 
+class _RunsCode:
+    """Unpickled, runs ``touch marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 def test_pixel_counts_reproduce_a_known_ratio_table_and_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))
     ratios = [0.5, 0.3, 0.15, 0.04, 0.01]  # over 3 label images of 10 x 10 pixels, 300 pixels
@@ -111,6 +122,14 @@ def test_pixel_counts_reproduce_a_known_ratio_table_and_are_cached(tmp_path, mon
         assert os.listdir(tmp_path / "cache") == [final]
         cached[0].write_text(json.dumps([1, 2, 3, 4, 5]))  # the cache is what is read next
         assert training_class_counts((name,), 5, "pixels") == [1, 2, 3, 4, 5]
+        # a pickle that would run code when unpickled is never unpickled: the counts are
+        # counted again and the cache rewritten as JSON
+        marker = tmp_path / "code_ran"
+        cached[0].write_bytes(pickle.dumps(_RunsCode(marker)))
+        assert not marker.exists()
+        assert training_class_counts((name,), 5, "pixels") == [144, 90, 45, 12, 3]
+        assert not marker.exists()
+        assert json.loads(cached[0].read_text()) == [144, 90, 45, 12, 3]
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
