@@ -6,10 +6,12 @@ ImageNet-LT split-file format, made by the project the first time it is loaded.
 Each 32x32 image shows one coloured shape on noise; the class is the (colour, shape) pair (36
 classes, see :mod:`disalign.data.synthetic`). Training images per class fall log-uniformly from
 ``MAX_TRAIN_IMAGES`` to ``MIN_TRAIN_IMAGES``: 12 Many (> 100 images), 12 Medium (20-100) and
-12 Few (< 20) classes. The test split is balanced (``TEST_IMAGES_PER_CLASS`` per class).
+12 Few (< 20) classes. The test split is balanced (``TEST_IMAGES_PER_CLASS`` per class), and so
+is the held-out validation split (``VAL_IMAGES_PER_CLASS`` per class, images drawn after and apart
+from the test images), on which post-hoc methods choose their hyper-parameters.
 
-Registered as ``miniature_lt_train`` / ``miniature_lt_test`` and read by the same
-``load_split_file`` as ImageNet-LT.
+Registered as ``miniature_lt_train`` / ``miniature_lt_val`` / ``miniature_lt_test`` and read by
+the same ``load_split_file`` as ImageNet-LT.
 """
 
 import functools
@@ -30,15 +32,16 @@ from .synthetic import (
 __all__ = ["generate_miniature_lt", "register_miniature_lt"]
 
 # Bump when anything below changes what is generated: existing copies are then made again.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SEED = 20210620
 IMAGE_SIZE = 32
 MAX_TRAIN_IMAGES = 500
 MIN_TRAIN_IMAGES = 4
 TEST_IMAGES_PER_CLASS = 20
+VAL_IMAGES_PER_CLASS = 10
 OBJECT_RADIUS = (6, 12)  # pixels
 DIRNAME = "miniature_lt"
-SPLITS = {"miniature_lt_train": "train", "miniature_lt_test": "test"}
+SPLITS = {"miniature_lt_train": "train", "miniature_lt_val": "val", "miniature_lt_test": "test"}
 
 
 def train_image_counts(rng) -> list:
@@ -50,11 +53,16 @@ def train_image_counts(rng) -> list:
 
 def generate_miniature_lt(output_dir: str) -> None:
     """
-    Write ``miniature_lt_{train,test}.txt`` (``<path> <label>`` lines) and the images under
-    ``train/`` and ``test/`` into ``output_dir``. Deterministic: the same files on every call.
+    Write ``miniature_lt_{train,test,val}.txt`` (``<path> <label>`` lines) and the images under
+    ``train/``, ``test/`` and ``val/`` into ``output_dir``. Deterministic: the same files on every
+    call. The val split is drawn last, so that train and test are those of generator version 1.
     """
     rng = np.random.RandomState(SEED)
-    counts = {"train": train_image_counts(rng), "test": [TEST_IMAGES_PER_CLASS] * len(CLASS_NAMES)}
+    counts = {
+        "train": train_image_counts(rng),
+        "test": [TEST_IMAGES_PER_CLASS] * len(CLASS_NAMES),
+        "val": [VAL_IMAGES_PER_CLASS] * len(CLASS_NAMES),
+    }
     for split, per_class in counts.items():
         os.makedirs(os.path.join(output_dir, split), exist_ok=True)
         labels = [c for c, n in enumerate(per_class) for _ in range(n)]
@@ -80,7 +88,8 @@ def _load_split(root, split):
 
 
 def register_miniature_lt(root: str) -> None:
-    """Register ``miniature_lt_train`` and ``miniature_lt_test`` under ``root``."""
+    """Register ``miniature_lt_train``, ``miniature_lt_val`` and ``miniature_lt_test`` under
+    ``root``."""
     dataset_dir = os.path.join(root, DIRNAME)
     for name, split in SPLITS.items():
         register_classification_dataset(
