@@ -10,6 +10,7 @@ ALIGNMENT_STAGE_TRAINABLE_CHOICES = ("alignment", "classifier")  # ...ALIGNMENT_
 REDUCTION_CHOICES = ("weighted_mean", "mean")  # MODEL.DISALIGN.GRW.REDUCTION
 COUNT_BY_CHOICES = ("images", "instances", "pixels")  # MODEL.DISALIGN.GRW.COUNT_BY
 LVIS_EVAL_BACKENDS = ("fast", "lvis-api")  # TEST.LVIS_EVAL_BACKEND
+POST_HOC_CHOICES = ("", "tau_norm", "logit_adjustment", "ncm")  # MODEL.DECOUPLED.POST_HOC
 
 
 def add_disalign_config(cfg):
@@ -84,6 +85,33 @@ def add_disalign_config(cfg):
     # instances of class j) or "pixels" (labelled pixels, semantic segmentation; cached as JSON
     # under $DISALIGN_CACHE, default ~/.cache/disalign).
     _C.MODEL.DISALIGN.GRW.COUNT_BY = "images"
+
+    # The decoupled long-tail baselines, from the same stage-1 model as DisAlign (Kang et al.,
+    # "Decoupling Representation and Classifier for Long-Tailed Recognition", ICLR 2020; Menon et
+    # al., "Long-tail learning via logit adjustment", ICLR 2021): see disalign.modeling.decoupled.
+    # cRT and LWS are alignment stages with class-balanced sampling (DATALOADER.SAMPLER_TRAIN
+    # "ClassBalancedSampler": a class drawn uniformly, then one of its images); LWS is the
+    # calibration's magnitude alpha alone (s_j in f_j -> s_j f_j). The post-hoc ones train nothing.
+    _C.MODEL.DECOUPLED = CN()
+    # cRT: a checkpoint not written by a model with this key on (the stage-1 model) leaves the
+    # classifier cls_score at its fresh initialisation; with ALIGNMENT_STAGE_TRAINABLE "classifier"
+    # and CALIBRATION False, stage 2 then trains it alone. The model's own checkpoints (--resume)
+    # load in full.
+    _C.MODEL.DECOUPLED.REINIT_CLASSIFIER = False
+    # A classifier made at inference from the trained one, without training: "" (none),
+    # "tau_norm" (tau-normalisation: rows w_j / ||w_j||^tau, bias dropped; dot-product head),
+    # "logit_adjustment" (z_j - tau * log(pi_j), pi_j the training class frequencies of
+    # DATASETS.TRAIN) or "ncm" (nearest class mean: cos(x, mu_j), mu_j the mean trunk feature of
+    # class j's training images, read as the test set is).
+    _C.MODEL.DECOUPLED.POST_HOC = ""
+    # tau of "tau_norm" and "logit_adjustment" (0 leaves the logits unchanged); the value used
+    # when the model is evaluated. tools/compare_methods.py chooses it on TUNE_DATASET.
+    _C.MODEL.DECOUPLED.TAU = 1.0
+    # The held-out dataset on which tau is chosen (the largest balanced top-1 over TAU_GRID);
+    # never one of DATASETS.TEST. "" for none.
+    _C.MODEL.DECOUPLED.TUNE_DATASET = ""
+    # The values of tau tried on TUNE_DATASET.
+    _C.MODEL.DECOUPLED.TAU_GRID = [round(0.1 * i, 1) for i in range(21)]
 
     # Image classification (DisAlignImageClassifier).
     _C.MODEL.IMAGE_CLASSIFIER = CN()
