@@ -15,6 +15,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 from detectron2.evaluation import LVISEvaluator
 from detectron2.evaluation.lvis_evaluation import instances_to_coco_json
 from detectron2.utils.file_io import PathManager
@@ -246,7 +247,7 @@ class LongTailLVISEvaluator(LVISEvaluator):
             prediction = {"image_id": input["image_id"]}
             if "instances" in output:
                 instances = output["instances"].to(self._cpu_device)
-                keep = self._fixed_ap_candidates(instances)
+                keep = torch.from_numpy(self._fixed_ap_candidates(instances))
                 prediction["instances"] = instances_to_coco_json(instances[keep], input["image_id"])
             if "proposals" in output:
                 prediction["proposals"] = output["proposals"].to(self._cpu_device)
