@@ -107,9 +107,29 @@ def build_config(args):
         raise InputError(f"config file '{args.config_file}' does not exist")
     try:
         cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:  # yacs' "Non-existent (config) key: ..."
+    except (KeyError, AssertionError, ValueError) as e:  # yacs' "Non-existent config key: ..."
         raise InputError(f"{args.config_file}: {e.args[0]}") from None
+    opts = list(args.opts)
+    if len(opts) % 2:
+        raise InputError(f"command-line overrides are KEY VALUE pairs; '{opts[-1]}' has no value")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        try:
+            cfg.merge_from_list([key, value])
+        except (KeyError, AssertionError) as e:  # yacs' "Non-existent key: ..."
+            raise InputError(f"command-line override: {e.args[0]}") from None
+        except ValueError:  # yacs' "Type mismatch ...": the value reads as another type
+            current = cfg
+            for name in key.split("."):
+                current = current[name]
+            names = {int: "an int", float: "a float", str: "a string", bool: "a bool"}
+            wanted, given = (
+                names.get(type(v), f"a {type(v).__name__}")
+                for v in (current, cfg._decode_cfg_value(value))
+            )
+            raise InputError(
+                f"command-line override {key} {value}: {key} is {wanted} (here {current!r}), "
+                f"'{value}' reads as {given}"
+            ) from None
     cfg.freeze()
     check_device(cfg.MODEL.DEVICE, getattr(args, "num_gpus", 1))  # tools reuse build_config
     check_inputs(cfg, training=not args.eval_only)
