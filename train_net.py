@@ -8,6 +8,7 @@ OUTPUT_DIR/eval_results.json.
 """
 
 import json
+import math
 import os
 import re
 import sys
@@ -92,9 +93,20 @@ class Trainer(OptimizerStateMixin, DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         results = super().test(cfg, model, evaluators)
         if comm.is_main_process():
+
+            def strict(value):  # a metric that is not a number (NaN: nothing to measure): null
+                if isinstance(value, float) and not math.isfinite(value):
+                    return None
+                if isinstance(value, dict):
+                    return {k: strict(v) for k, v in value.items()}
+                if isinstance(value, (list, tuple)):
+                    return [strict(v) for v in value]
+                return value
+
+            # strict JSON, which every parser reads; the returned results keep their NaNs
             write_atomically(
                 os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),
-                lambda f: json.dump(results, f, indent=2),
+                lambda f: json.dump(strict(results), f, indent=2, allow_nan=False),
             )
         return results
 
