@@ -12,7 +12,19 @@ import math
 import os
 import re
 import sys
+import warnings
 import weakref
+
+if __name__ == "__main__":
+    # the installed torch deprecates torch.jit.script, which fvcore and detectron2 call when they
+    # are imported (harmless: they script small functions); keep the run's output free of it
+    warnings.filterwarnings(
+        "ignore",
+        message=re.escape(
+            "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
+        ),
+        category=FutureWarning,
+    )
 
 import detectron2.utils.comm as comm
 import torch
