@@ -165,7 +165,7 @@ def grw_loss_from_config(
 @functools.lru_cache(maxsize=None)
 def _cached_training_class_counts(dataset_names, num_classes, count_by):
     # the cascade's three predictors share one pass over the training set
-    return tuple(training_class_counts(dataset_names, num_classes, count_by))
+    return tuple(training_class_counts(dataset_names, num_classes, count_by, grw=True))
 
 
 def count_class_samples(
@@ -255,15 +255,18 @@ def _cached_pixel_counts(name: str, dataset_dicts, num_classes: int, ignore_labe
 
 
 def training_class_counts(
-    dataset_names: Sequence[str], num_classes: int, count_by: str = "images"
+    dataset_names: Sequence[str], num_classes: int, count_by: str = "images", grw: bool = False
 ) -> List[int]:
     """
-    Class counts over the registered training datasets (summed), for GRW.
+    Class counts over the registered training datasets (summed), for GRW and the evaluators'
+    frequency groups.
 
     Args:
         dataset_names: names in detectron2's DatasetCatalog (cfg.DATASETS.TRAIN).
         num_classes (int): K.
         count_by (str): "images", "instances" or "pixels" (semantic segmentation; cached).
+        grw (bool): the counts are for GRW's weights: warn about the classes without any (they
+            get the weight of a class seen once).
 
     Returns:
         list[int]: K counts.
@@ -281,7 +284,7 @@ def training_class_counts(
         for c, n in enumerate(found):
             counts[c] += n
     missing = [c for c, n in enumerate(counts) if n == 0]
-    if missing:
+    if grw and missing:
         names = MetadataCatalog.get(dataset_names[0]).get("thing_classes", None)
         shown = ", ".join(str(names[c] if names else c) for c in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
