@@ -8,8 +8,10 @@ augmentations from per-worker random generators whose state is not checkpointed,
 by aspect ratio inside each worker. Here, instead:
 
 * the stream of dataset indices is detectron2's own sampler (``TrainingSampler`` or
-  ``RepeatFactorTrainingSampler``), seeded from ``cfg.SEED``, sharded over processes as
-  detectron2 shards it (process ``rank`` takes global positions ``rank, rank + world, ...``);
+  ``RepeatFactorTrainingSampler``) or the class-balanced one (:class:`ClassBalancedSampler`,
+  ``DATALOADER.SAMPLER_TRAIN "ClassBalancedSampler"``), seeded from ``cfg.SEED``, sharded over
+  processes as detectron2 shards it (process ``rank`` takes global positions
+  ``rank, rank + world, ...``);
 * batches are formed in the main process by :class:`ResumableBatchSampler` from the images'
   recorded width and height (aspect-ratio grouping without reading any image), so that skipping
   the batches of finished iterations costs no I/O;
@@ -20,6 +22,7 @@ The stream depends only on ``cfg.SEED``, the datasets and the total batch size: 
 get the same augmentations with 1 process x 2 images or 2 processes x 1 image.
 """
 
+import itertools
 import logging
 import random
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -30,11 +33,12 @@ from detectron2.data import DatasetFromList, get_detection_dataset_dicts
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.utils import comm
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..validation import InputError, check_training_records, dataset_loading_errors
 
 __all__ = [
+    "ClassBalancedSampler",
     "PositionSeededDataset",
     "ResumableBatchSampler",
     "build_resumable_train_loader",
@@ -129,6 +133,71 @@ class ResumableBatchSampler:
                 bucket.clear()
 
 
+def record_classes(record: Dict) -> List[int]:
+    """
+    The classes of a training record: its "label" (classification), else the distinct
+    ``category_id`` of its annotations (detection: the classes the image contains).
+    """
+    if "label" in record:
+        return [int(record["label"])]
+    return sorted({int(a["category_id"]) for a in record.get("annotations", ())})
+
+
+class ClassBalancedSampler(Sampler):
+    """
+    Class-balanced sampling (Kang et al., ICLR 2020; mmdetection's ``ClassAwareSampler`` for
+    detection): an infinite stream of dataset indices, each drawn by picking a class uniformly
+    among the classes that have images, then uniformly one image of that class (for detection,
+    one image containing it). Images without any class are never drawn.
+
+    Like detectron2's ``TrainingSampler``, the global stream depends only on the seed, and
+    process ``rank`` yields its positions ``rank, rank + world_size, ...``.
+    """
+
+    _CHUNK = 4096  # draws made at a time
+
+    def __init__(
+        self,
+        image_classes: Sequence[Sequence[int]],
+        seed: int,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ):
+        """
+        Args:
+            image_classes: for each dataset index, the classes of its image
+                (:func:`record_classes`).
+            seed (int): the seed of the stream.
+            rank, world_size (int): this process' shard (default: detectron2's comm).
+        """
+        images_of = {}
+        for index, classes in enumerate(image_classes):
+            for c in classes:
+                images_of.setdefault(int(c), []).append(index)
+        if not images_of:
+            raise ValueError("class-balanced sampling: no training image has a class")
+        self.classes = sorted(images_of)
+        self._images_of = [torch.as_tensor(images_of[c]) for c in self.classes]
+        counts = [len(images_of[c]) for c in self.classes]
+        self._counts = torch.as_tensor(counts, dtype=torch.float64)
+        self._seed = int(seed)
+        self._rank = comm.get_rank() if rank is None else rank
+        self._world_size = comm.get_world_size() if world_size is None else world_size
+
+    def __iter__(self) -> Iterator[int]:
+        yield from itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
+
+    def _infinite_indices(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self._seed)
+        while True:
+            classes = torch.randint(len(self.classes), (self._CHUNK,), generator=generator)
+            uniform = torch.rand(self._CHUNK, generator=generator, dtype=torch.float64)
+            positions = (uniform * self._counts[classes]).long()  # in [0, n_c)
+            for c, p in zip(classes.tolist(), positions.tolist()):
+                yield int(self._images_of[c][p])
+
+
 def _landscape(dataset_dicts: Sequence[Dict]) -> Optional[List[bool]]:
     if not all("width" in d and "height" in d for d in dataset_dicts):
         return None  # e.g. semantic segmentation records: sizes are known only once read
@@ -144,9 +213,11 @@ def _training_sampler(cfg, dataset_dicts, seed: int):
             dataset_dicts, cfg.DATALOADER.REPEAT_THRESHOLD
         )
         return RepeatFactorTrainingSampler(repeat_factors, seed=seed)
+    if name == "ClassBalancedSampler":
+        return ClassBalancedSampler([record_classes(d) for d in dataset_dicts], seed)
     raise ValueError(
-        f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler, "
-        f"got '{name}'"
+        f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler, RepeatFactorTrainingSampler or "
+        f"ClassBalancedSampler, got '{name}'"
     )
 
 
