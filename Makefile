@@ -62,6 +62,16 @@ demo-seg: install
 test: install
 	$(PYTHON) -m pytest tests
 
+# The shipped LVIS v1.0 configs through train_net.py at LVIS's scale on the CPU: a synthetic
+# dataset of LVIS v1 train's size (1,203 categories, 100,170 images, 1.27 million annotations;
+# generated once under output/smoke_lvis/datasets), stand-in weights in the formats of
+# detectron2's R-50.pkl and LVIS model-zoo .pkl, a few iterations of stage 1 and stage 2,
+# --eval-only with both LVIS evaluation backends, the model-zoo stage 2 and --resume. Prints the
+# time and memory of each step and writes output/smoke_lvis/smoke_lvis.md (docs/smoke_lvis.md).
+.PHONY: smoke-lvis
+smoke-lvis: install
+	$(PYTHON) tools/smoke_lvis.py
+
 # the same test suite against the current detectron2 of D2MAIN_SOURCE
 test-d2main: $(D2MAIN_VENV)/.installed
 	$(D2MAIN_VENV)/bin/python -m pytest tests

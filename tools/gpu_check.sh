@@ -3,9 +3,13 @@
 # stage 1 and stage 2 through train_net.py on CUDA (each evaluated), and
 # tools/benchmark_alignment_stage.py on CUDA (training step of stage 2 against stage 1, and the
 # inference latency of the DisAlign model against its baseline). Prints a summary and writes it,
-# with every step's log, to the output directory.
+# with every step's log, to the output directory. With --smoke-lvis, then also
+# tools/smoke_lvis.py on the device (make smoke-lvis: the shipped LVIS configs at LVIS's scale;
+# its own time limit, SMOKE_LVIS_LIMIT_S, default 900 s; its datasets cached under
+# output/smoke_lvis/datasets).
 #
-#   tools/gpu_check.sh [--device cuda|cpu] [--output-dir DIR]     (default: cuda, output/gpu_check)
+#   tools/gpu_check.sh [--device cuda|cpu] [--output-dir DIR] [--smoke-lvis]
+#                                                                  (default: cuda, output/gpu_check)
 #
 # --device cpu is a dry run of the same steps with fewer iterations and no evaluation, to check
 # the script itself on a machine without a GPU (a few minutes on 2 cores).
@@ -16,11 +20,13 @@ cd "$(dirname "$0")/.."
 
 DEVICE=cuda
 OUT=output/gpu_check
+SMOKE_LVIS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=$2; shift 2 ;;
         --output-dir) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --smoke-lvis) SMOKE_LVIS=1; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -116,6 +122,17 @@ step "benchmark_alignment_stage.py" "$OUT/benchmark_alignment_stage.log" \
     "$PYTHON" tools/benchmark_alignment_stage.py "${BENCH_OPTS[@]}" MODEL.DEVICE "$DEVICE" \
     MODEL.WEIGHTS "$OUT/stage1/model_final.pth"
 sed -n '/^config /,$p' "$OUT/benchmark_alignment_stage.log" >> "$SUMMARY"
+
+# the shipped LVIS configs at LVIS's scale (tools/smoke_lvis.py), on the same device
+if [ "$SMOKE_LVIS" = 1 ]; then
+    LIMIT=$STEP_LIMIT_S
+    STEP_LIMIT_S=${SMOKE_LVIS_LIMIT_S:-900}
+    step "smoke_lvis.py (LVIS scale)" "$OUT/smoke_lvis.log" \
+        "$PYTHON" tools/smoke_lvis.py --device "$DEVICE" --output-dir "$OUT/smoke_lvis" \
+        --datasets-dir output/smoke_lvis/datasets
+    STEP_LIMIT_S=$LIMIT
+    sed -n '/^--- summary/,$p' "$OUT/smoke_lvis.log" >> "$SUMMARY"
+fi
 
 echo
 echo "--- summary ($SUMMARY)"
