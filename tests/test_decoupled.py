@@ -16,6 +16,7 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from torch.nn import functional as F
 
+from disalign.data import build_train_loader
 from disalign.data.resumable import (
     ClassBalancedSampler,
     ResumableBatchSampler,
@@ -262,6 +263,19 @@ def test_class_balanced_sampling_resumes_exactly_and_shards_the_global_stream():
     # two processes of 2 images each take the global positions of one process's stream
     merged = sorted(p for r in (0, 1) for b in batches(0, r, 2, n=30) for p in b)
     assert merged == sorted(p for b in uninterrupted for p in b)
+
+
+def test_class_balanced_training_loader_resumes_exactly():
+    cfg = _config("resnet18_crt.yaml", "SOLVER.IMS_PER_BATCH", 4, "DATALOADER.NUM_WORKERS", 0)
+
+    def batches(start, n):
+        loader = iter(build_train_loader(cfg, start))
+        return [[(x["file_name"], x["image"]) for x in next(loader)] for _ in range(n)]
+
+    uninterrupted, resumed = batches(0, 6), batches(3, 3)
+    for batch, expected in zip(resumed, uninterrupted[3:]):
+        assert [f for f, _ in batch] == [f for f, _ in expected]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(batch, expected))
 
 
 def test_class_balanced_sampler_from_the_config_and_detection_records():

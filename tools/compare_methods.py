@@ -19,11 +19,14 @@ For each seed:
 
 Prints top-1 / Many / Medium / Few per method (with --seeds N > 1: mean +- std over the seeds) and
 writes OUTPUT_DIR/results.json, one entry per method (per-seed values, tuned tau included).
+Trailing KEY VALUE pairs are passed to every train_net.py run (e.g. SOLVER.MAX_ITER 10 for a
+quick check); stage 1 is then trained under OUTPUT_DIR, never taken from the demo.
 """
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -82,13 +85,13 @@ def run_train_net(name: str, config: str, output_dir: str, opts: Sequence[str]) 
         return json.load(f)
 
 
-def stage1_model(task: Dict, seed: int, output_dir: str) -> Tuple[str, Dict]:
+def stage1_model(task: Dict, seed: int, output_dir: str, opts: Sequence[str]) -> Tuple[str, Dict]:
     """
     The stage-1 model of ``seed`` (trained if missing) and its evaluation: the demo's own for
-    its config's SEED, else OUTPUT_DIR/seed<seed>/stage1.
+    its config's SEED (without ``opts``), else OUTPUT_DIR/seed<seed>/stage1.
     """
     demo_seed = load_config(task["stage1"]).SEED
-    if seed == demo_seed:
+    if seed == demo_seed and not opts:
         directory = os.path.join(task["demo"]["output"], "stage1")
     else:
         directory = os.path.join(output_dir, f"seed{seed}", "stage1")
@@ -98,10 +101,8 @@ def stage1_model(task: Dict, seed: int, output_dir: str) -> Tuple[str, Dict]:
         print(f"\n=== Stage 1 (seed {seed}): reusing {weights}", flush=True)
         with open(results_file) as f:
             return weights, json.load(f)
-    results = run_train_net(
-        f"Stage 1 (seed {seed})", task["stage1"], directory, ["--num-gpus", "1", "SEED", str(seed)]
-    )
-    return weights, results
+    opts = ["--num-gpus", "1", "SEED", str(seed), *opts]
+    return weights, run_train_net(f"Stage 1 (seed {seed})", task["stage1"], directory, opts)
 
 
 def extract_features(cfg, model, dataset_name: str, batch_size: int = 256):
@@ -210,19 +211,19 @@ def post_hoc_results(
     return result
 
 
-def compare(task: Dict, seed: int, output_dir: str) -> Dict[str, Dict]:
-    """Every method's results for one stage-1 seed."""
+def compare(task: Dict, seed: int, output_dir: str, opts: Sequence[str]) -> Dict[str, Dict]:
+    """Every method's results for one stage-1 seed; ``opts`` go to every train_net.py run."""
     import torch
     from detectron2.modeling import build_model
 
     from disalign.engine.checkpoint import SafeDetectionCheckpointer
 
-    weights, stage1 = stage1_model(task, seed, output_dir)
+    weights, stage1 = stage1_model(task, seed, output_dir, opts)
     results = {"Joint (stage 1)": dict(stage1["classification"])}
     for method, config in task["trained"].items():
         directory = os.path.join(output_dir, f"seed{seed}", method.lower())
-        opts = ["--num-gpus", "1", "MODEL.WEIGHTS", weights, "SEED", str(seed)]
-        results[method] = dict(run_train_net(method, config, directory, opts)["classification"])
+        run_opts = ["--num-gpus", "1", "MODEL.WEIGHTS", weights, "SEED", str(seed), *opts]
+        results[method] = dict(run_train_net(method, config, directory, run_opts)["classification"])
 
     print(f"\n=== Post-hoc methods (seed {seed}) on {weights}", flush=True)
     start = time.perf_counter()
@@ -279,6 +280,7 @@ def main():
     parser.add_argument("--task", choices=sorted(TASKS), default="classification")
     parser.add_argument("--seeds", type=int, default=1, help="stage-1 seeds: 1, 2, ..., N")
     parser.add_argument("--output-dir", help="default: output/compare-classification")
+    parser.add_argument("opts", nargs="*", help="KEY VALUE pairs for every train_net.py run")
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -288,7 +290,7 @@ def main():
 
     start = time.perf_counter()
     try:
-        per_seed = [compare(task, seed, output_dir) for seed in seeds]
+        per_seed = [compare(task, seed, output_dir, args.opts) for seed in seeds]
     except subprocess.CalledProcessError as e:
         sys.exit(f"error: a run failed with exit status {e.returncode}; see its output above")
     summary = summarize(per_seed, seeds)
@@ -297,10 +299,17 @@ def main():
     with open(os.path.join(REPO_ROOT, results_file), "w") as f:
         json.dump(summary, f, indent=2)
     minutes = (time.perf_counter() - start) / 60
+    cpu_minutes = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    ) / 60
     over = f"mean +- std over stage-1 seeds {seeds}" if len(seeds) > 1 else f"stage-1 seed {seeds}"
     print(f"\n{task['title']}, {over}:\n")
     print(format_table(summary, len(seeds)))
-    print(f"\ntotal {minutes:.1f} min; written to {results_file}")
+    print(
+        f"\ntotal {minutes:.1f} min ({cpu_minutes:.1f} CPU min, all processes); written to "
+        f"{results_file}"
+    )
 
 
 if __name__ == "__main__":

@@ -81,8 +81,7 @@ class DisAlignImageClassifier(AlignmentStageMixin, nn.Module):
                 ``cls_score`` at its fresh initialisation (see
                 :func:`reinitialize_classifier_on_load`).
             class_mean_batches: NCM: a function returning the training set's inputs (with
-                "label") for the class means, used at the first inference when no checkpoint
-                brought them.
+                "label") for the class means, computed at the first inference.
         """
         # builds itself, then sets up the alignment stage (not the mixin's __init__, which
         # expects a base class that builds the model)

@@ -121,9 +121,8 @@ class PostHocClassifier(nn.Module):
 
     * "tau_norm": z_j = (w_j / ||w_j||^tau) . x, the bias dropped (dot-product head);
     * "logit_adjustment": z_j = f_j(x) - tau * log(pi_j), pi the training class frequencies;
-    * "ncm": z_j = cos(x, mu_j), mu_j the mean feature of class j's training images (held in
-      the buffer ``class_means``, computed at the first inference when a checkpoint did not
-      bring it).
+    * "ncm": z_j = cos(x, mu_j), mu_j the mean feature of class j's training images (the
+      non-persistent buffer ``class_means``, computed at the model's first inference).
     """
 
     def __init__(
@@ -153,8 +152,9 @@ class PostHocClassifier(nn.Module):
         self._class_counts = class_counts
         self._counts = None
         if method == "ncm":
-            self.register_buffer("class_means", torch.zeros(num_classes, in_features))
-            self.register_buffer("class_means_ready", torch.tensor(False))
+            # not in checkpoints: computed from the training set by the model that uses them
+            self.register_buffer("class_means", torch.zeros(num_classes, in_features), False)
+            self.register_buffer("class_means_ready", torch.tensor(False), False)
 
     @property
     def needs_class_means(self) -> bool:
