@@ -343,3 +343,27 @@ def test_post_hoc_results_do_not_depend_on_the_test_split_for_tau(stage1_weights
         )
         taus.append((result["tau"], result["held_out_top1"]))
     assert taus[0] == taus[1]
+
+
+def test_detector_crt_reinitialises_only_the_box_classifier(tmp_path):
+    lvis = os.path.join(REPO_ROOT, "configs", "Miniature-LVIS")
+    opts = ("MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu")
+    torch.manual_seed(0)
+    baseline = os.path.join(lvis, "mask_rcnn_R_18_FPN_baseline.yaml")
+    stage1 = build_model(load_config(baseline, *opts))
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": stage1.state_dict()}, path)
+    cfg = load_config(os.path.join(lvis, "mask_rcnn_R_18_FPN_crt.yaml"), *opts)
+    torch.manual_seed(1)
+    fresh = build_model(cfg).state_dict()
+    torch.manual_seed(1)
+    crt = build_model(cfg)
+    SafeDetectionCheckpointer(crt).load(str(path))
+    classifier = {f"roi_heads.box_predictor.cls_score.{n}" for n in ("weight", "bias")}
+    trainable = {n for n, p in crt.named_parameters() if p.requires_grad}
+    assert trainable == classifier
+    for key, value in crt.state_dict().items():
+        expected = fresh[key] if key in classifier else stage1.state_dict().get(key, value)
+        assert torch.equal(value, expected), key
+    weight = "roi_heads.box_predictor.cls_score.weight"
+    assert not torch.equal(fresh[weight], stage1.state_dict()[weight])

@@ -3,6 +3,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
 from .alignment import AlignmentStageMixin
+from .decoupled import reinitialize_classifier_on_load
 
 __all__ = ["DisAlignRCNN"]
 
@@ -24,24 +25,37 @@ class DisAlignRCNN(AlignmentStageMixin, GeneralizedRCNN):
     ``MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE`` keeps the frozen RPN in training mode in
     stage 2, as the official code does: it proposes with the training top-k and computes its
     (gradient-free) losses.
+
+    ``MODEL.DECOUPLED.REINIT_CLASSIFIER`` (cRT) keeps the box predictors' classifiers
+    (``cls_score``) at their fresh initialisation when a stage-1 checkpoint is loaded.
     """
 
     @configurable
-    def __init__(self, *, alignment_stage_rpn_train_mode: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        alignment_stage_rpn_train_mode: bool = False,
+        reinit_classifier: bool = False,
+        **kwargs,
+    ):
         """
         Args:
             alignment_stage_rpn_train_mode (bool): in the alignment stage, run the frozen RPN in
                 training mode (training pre/post-NMS top-k) instead of eval mode.
+            reinit_classifier (bool): cRT, see :func:`reinitialize_classifier_on_load`.
             kwargs: the arguments of :class:`AlignmentStageMixin` and ``GeneralizedRCNN``.
         """
         super().__init__(**kwargs)
         self.alignment_stage_rpn_train_mode = alignment_stage_rpn_train_mode
+        if reinit_classifier:
+            reinitialize_classifier_on_load(self)
 
     @classmethod
     def from_config(cls, cfg):
         return {
             **super().from_config(cfg),
             "alignment_stage_rpn_train_mode": cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE,
+            "reinit_classifier": cfg.MODEL.DECOUPLED.REINIT_CLASSIFIER,
         }
 
     def train(self, mode: bool = True):
