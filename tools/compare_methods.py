@@ -21,6 +21,12 @@ Prints top-1 / Many / Medium / Few per method (with --seeds N > 1: mean +- std o
 writes OUTPUT_DIR/results.json, one entry per method (per-seed values, tuned tau included).
 Trailing KEY VALUE pairs are passed to every train_net.py run (e.g. SOLVER.MAX_ITER 10 for a
 quick check); stage 1 is then trained under OUTPUT_DIR, never taken from the demo.
+
+    python tools/compare_methods.py --tune configs/ImageNet-LT/R_50_90e_tau_norm.yaml
+
+chooses tau of any post-hoc config on its MODEL.DECOUPLED.TUNE_DATASET (its MODEL.WEIGHTS, KEY
+VALUE overrides after it) and prints it, to evaluate with train_net.py --eval-only
+MODEL.DECOUPLED.TAU <tau>.
 """
 
 import argparse
@@ -211,6 +217,30 @@ def post_hoc_results(
     return result
 
 
+def tune(config: str, opts: Sequence[str]) -> float:
+    """Choose and print tau of the post-hoc ``config`` on its held-out split."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from disalign.engine.checkpoint import SafeDetectionCheckpointer
+    from disalign.modeling.grw import training_class_counts
+
+    cfg = load_config(config, opts)
+    model = build_model(cfg)
+    SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    if model.post_hoc is None or model.post_hoc.method == "ncm":
+        raise ValueError(f"{config}: MODEL.DECOUPLED.POST_HOC has no tau to choose")
+    counts = training_class_counts(
+        tuple(cfg.DATASETS.TRAIN), cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, "images"
+    )
+    with torch.no_grad():
+        tau, scores = choose_tau(cfg, model, lambda n: extract_features(cfg, model, n), counts)
+    for value, top1 in scores.items():
+        print(f"tau {value:g}: top-1 {top1:.2f} on {cfg.MODEL.DECOUPLED.TUNE_DATASET}")
+    print(f"chosen: MODEL.DECOUPLED.TAU {tau:g}")
+    return tau
+
+
 def compare(task: Dict, seed: int, output_dir: str, opts: Sequence[str]) -> Dict[str, Dict]:
     """Every method's results for one stage-1 seed; ``opts`` go to every train_net.py run."""
     import torch
@@ -280,8 +310,15 @@ def main():
     parser.add_argument("--task", choices=sorted(TASKS), default="classification")
     parser.add_argument("--seeds", type=int, default=1, help="stage-1 seeds: 1, 2, ..., N")
     parser.add_argument("--output-dir", help="default: output/compare-classification")
+    parser.add_argument("--tune", metavar="CONFIG", help="only choose tau of a post-hoc config")
     parser.add_argument("opts", nargs="*", help="KEY VALUE pairs for every train_net.py run")
     args = parser.parse_args()
+    if args.tune:
+        try:
+            tune(args.tune, args.opts)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        return
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     task = TASKS[args.task]

@@ -59,6 +59,12 @@ def _load(path):
     return cfg.get("OUTPUT_DIR", "./output"), cfg.get("MODEL", {}).get("WEIGHTS", "")
 
 
+def _post_hoc(path):
+    """MODEL.DECOUPLED.POST_HOC of a config (relative to configs/): "" for a trained model."""
+    cfg = CfgNode.load_yaml_with_base(os.path.join(CONFIGS, path))
+    return cfg.get("MODEL", {}).get("DECOUPLED", {}).get("POST_HOC", "")
+
+
 def _entries(zoo):
     for task, sections in zoo.items():
         for section, body in sections.items():
@@ -122,6 +128,9 @@ def tables(zoo):
                     commands.append(f"# {entry['method']}")
                     if stage1:
                         commands.append(f"# needs {weights} from the stage-1 row")
+                    if _post_hoc(path):  # evaluates the stage-1 model; nothing to train
+                        commands.append(f"{config} --eval-only")
+                        continue
                     commands += [
                         config,
                         f"{config} --eval-only MODEL.WEIGHTS {output_dir}/model_final.pth",
