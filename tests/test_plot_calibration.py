@@ -48,13 +48,15 @@ def checkpoint(tmp_path_factory):
 def test_writes_a_png(checkpoint, tmp_path):
     weights = checkpoint[0]
     output = tmp_path / "plots" / "calibration.png"
+    # as the README writes it: the options after the config overrides
     result = run_script(
         os.path.join(REPO_ROOT, "tools", "plot_calibration.py"),
-        *("--config-file", MINIATURE_DISALIGN, "--output", output),
-        *("--max-images", NUM_IMAGES, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path),
+        *("--config-file", MINIATURE_DISALIGN, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path),
+        *("--output", output, "--max-images", NUM_IMAGES),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {output}: alpha and beta of 36 classes" in result.stdout
+    assert f"on {NUM_IMAGES} images of miniature_lvis_val" in result.stdout
     with open(output, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with Image.open(output) as image:
@@ -135,3 +137,32 @@ def test_default_output_is_in_output_dir_and_images_are_limited(checkpoint, tmp_
     with Image.open(tmp_path / "run" / "calibration.png") as image:
         assert image.format == "PNG"
     assert not os.path.exists(os.path.join(REPO_ROOT, "calibration.png"))
+
+
+def test_options_anywhere_and_errors_blamed_on_what_is_wrong(tmp_path):
+    args = plot_calibration.parse_args(
+        ["A", "1", "--output", "p.png", "B", "-2.5", "--max-images", "3", "--config-file", "c"]
+    )
+    assert (args.opts, args.output, args.max_images, args.config_file) == (
+        ["A", "1", "B", "-2.5"],
+        "p.png",
+        3,
+        "c",
+    )
+    # a mistyped option: argparse's one line, not a config key
+    script = os.path.join(REPO_ROOT, "tools", "plot_calibration.py")
+    result = run_script(
+        script, "--config-file", MINIATURE_DISALIGN, "MODEL.WEIGHTS", "w", "--outptu", "p"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "plot_calibration.py: error: unrecognized arguments: --outptu p"
+    )
+    # a mistyped key after the options: a command-line override, not the config file's
+    result = run_script(
+        script, "--config-file", MINIATURE_DISALIGN, "--max-images", 1, "MODEL.DISALIGN.RH0", 1
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: command-line override: Non-existent key: MODEL.DISALIGN.RH0"
+    ]

@@ -5,10 +5,11 @@ What a DisAlign model learned in its alignment stage, as one PNG:
     python tools/plot_calibration.py --config-file CFG [--output PNG] \
         [--max-images N] [--dataset NAME] MODEL.WEIGHTS W [KEY VALUE ...]
 
-The PNG goes to OUTPUT_DIR/calibration.png unless --output names another file. The confidences
-come from the first --max-images images of the dataset (default 300: with the LVIS configs' 1000
-proposals per image, 300,000 values; 0 runs over all of it, which for LVIS val's 5,000 images
-takes as long as an inference pass).
+The options may come before, between or after the KEY VALUE config overrides. The PNG goes to
+OUTPUT_DIR/calibration.png unless --output names another file. The confidences come from the
+first --max-images images of the dataset (default 300: with the LVIS configs' 1000 proposals per
+image, 300,000 values; 0 runs over all of it, which for LVIS val's 5,000 images takes as long as
+an inference pass).
 
 * top: the magnitude alpha_j and the margin beta_j of every class j, the classes sorted by their
   training count (most frequent first; the counts GRW uses, MODEL.DISALIGN.GRW.COUNT_BY), with the
@@ -377,8 +378,9 @@ def parse_args(argv=None):
         default=DEFAULT_MAX_IMAGES,
         help=f"images of it for the confidences (default {DEFAULT_MAX_IMAGES}; 0: all)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="MODEL.WEIGHTS W, KEY VALUE ...")
-    return parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="MODEL.WEIGHTS W, KEY VALUE ...")
+    # the options anywhere, also after the overrides (argparse.REMAINDER took them for overrides)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> CalibrationData:
@@ -410,6 +412,18 @@ def main(argv=None) -> CalibrationData:
 
 
 if __name__ == "__main__":
+    import re
+    import warnings
+
+    # the installed torch deprecates torch.jit.script, which fvcore and detectron2 call when they
+    # are imported (harmless: they script small functions); keep the output free of it
+    warnings.filterwarnings(
+        "ignore",
+        message=re.escape(
+            "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
+        ),
+        category=FutureWarning,
+    )
     from disalign import InputError
 
     try:
