@@ -29,7 +29,7 @@ CATEGORIES = [
 ]
 
 
-def _write_run(run_dir, shift=0.0):
+def _write_run(run_dir, shift=0.0, table=CATEGORIES):
     categories = [
         {
             "id": i,
@@ -42,7 +42,7 @@ def _write_run(run_dir, shift=0.0):
                 "segm": None if segm is None else segm + shift,
             },
         }
-        for i, count, freq, bbox, segm in CATEGORIES
+        for i, count, freq, bbox, segm in table
     ]
     path = run_dir / "inference" / "miniature_lvis_val" / "per_category_ap.json"
     path.parent.mkdir(parents=True)
@@ -130,3 +130,26 @@ def test_the_demo_draws_its_two_stages(runs, tmp_path):
     run_demo.draw_per_class_ap(str(runs / "stage1"), str(runs / "stage2"), str(output))
     with Image.open(output) as image:
         assert image.format == "PNG"
+
+
+def test_a_band_without_categories_reads_n_a_and_has_no_legend_entry(tmp_path):
+    # rare: two measured categories; common: one, without ground truth; frequent: none
+    table = [(1, 2, "r", 10.0, 12.0), (2, 5, "r", 30.0, 20.0), (3, 40, "c", None, None)]
+    _write_run(tmp_path / "run", table=table)
+    result = run_script(os.path.join(REPO_ROOT, "tools", "plot_per_class_ap.py"), tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "run bbox: mean per-category AP rare 20.0, common n/a (no category with ground truth), "
+        "frequent n/a (no category) (3 categories)"
+    ) in result.stdout
+    assert "nan" not in result.stdout
+    assert "Warning" not in result.stderr
+
+    (run,) = plot_per_class_ap.main([str(tmp_path / "run"), "--output", str(tmp_path / "p.png")])
+    fig = plot_per_class_ap.plot([run], plot_per_class_ap.bin_edges([run], 2), str(tmp_path / "q"))
+    for ax, mean in zip(fig.axes, ("20.0", "16.0")):  # bbox (10 + 30) / 2, segm (12 + 20) / 2
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert labels == [f"run (mean {mean})", "rare", "common"]
+        # the shaded bands: rare's and common's colours
+        shaded = sorted(tuple(round(255 * v) for v in p.get_facecolor()[:3]) for p in ax.patches)
+        assert shaded == sorted([(0xF4, 0xC7, 0xC3), (0xFC, 0xE8, 0xB2)])

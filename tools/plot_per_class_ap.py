@@ -11,9 +11,10 @@ category's AP for boxes and masks, with its training image count). For each task
 panel shows every category's AP as a faint dot at its training image count (log scale) and, per
 run, the mean AP of the categories in each of ``--bins`` bins of equal width in log10(count),
 drawn at the geometric centre of the bin. All runs share the bins. The rare (1-10 training
-images), common (11-100) and frequent (>100) bands are shaded. Categories without a training
-count, with none (count 0: nothing to place on a log axis) or without ground truth in the
-evaluated set (AP null) are left out and counted in the printed summary.
+images), common (11-100) and frequent (>100) bands that hold a category are shaded and named in
+the legend. Categories without a training count, with none (count 0: nothing to place on a log
+axis) or without ground truth in the evaluated set (AP null) are left out and counted in the
+printed summary, where a band without a category (or without one with ground truth) reads n/a.
 
 The PNG goes to --output, by default per_class_ap.png beside the first RUN_DIR (``make demo``:
 output/demo/per_class_ap.png from output/demo/stage1 and output/demo/stage2).
@@ -140,6 +141,13 @@ def binned_ap(counts: np.ndarray, ap: np.ndarray, edges: np.ndarray):
     return centres, means, sizes
 
 
+def band_sizes(run: Run) -> Dict[str, int]:
+    """Number of categories of each band (r, c, f), by training count."""
+    return {
+        key: int(((run.counts > low) & (run.counts < high)).sum()) for key, _, low, high in BANDS
+    }
+
+
 def band_means(run: Run, task: str) -> Dict[str, float]:
     """Mean AP of the measured categories of each band (r, c, f), by training count."""
     result = {}
@@ -149,18 +157,35 @@ def band_means(run: Run, task: str) -> Dict[str, float]:
     return result
 
 
+def band_summary(run: Run, task: str) -> str:
+    """The printed mean AP of each band, saying why where there is none."""
+    means, sizes = band_means(run, task), band_sizes(run)
+    parts = []
+    for key, name, _, _ in BANDS:
+        if not sizes[key]:
+            value = "n/a (no category)"
+        elif math.isnan(means[key]):
+            value = "n/a (no category with ground truth)"
+        else:
+            value = f"{means[key]:.1f}"
+        parts.append(f"{name} {value}")
+    return ", ".join(parts)
+
+
 def plot(runs: Sequence[Run], edges: np.ndarray, output: str, title: str = "") -> Figure:
     """Write one panel per task (the tasks all runs have) to ``output``; returns the figure."""
     tasks = [t for t in runs[0].ap if all(t in r.ap for r in runs)]
     fig = Figure(figsize=(6.4 * len(tasks), 4.8))
     FigureCanvasAgg(fig)
     low, high = edges[0] / 1.3, edges[-1] * 1.3
+    # the bands that hold a category of some run: only these are shaded and in the legend
+    bands = [b for b in BANDS if any(band_sizes(run)[b[0]] for run in runs)]
     for i, task in enumerate(tasks):
         ax = fig.add_subplot(1, len(tasks), i + 1)
-        for key, _, band_low, band_high in BANDS:
-            left, right = max(band_low, low), min(band_high, high)
-            if left < right:
-                ax.axvspan(left, right, color=BAND_COLORS[key], alpha=0.6, lw=0)
+        for key, _, band_low, band_high in bands:
+            ax.axvspan(
+                max(band_low, low), min(band_high, high), color=BAND_COLORS[key], alpha=0.6, lw=0
+            )
         for j, run in enumerate(runs):
             color = CURVE_COLORS[j % len(CURVE_COLORS)]
             measured = ~np.isnan(run.ap[task])
@@ -184,7 +209,7 @@ def plot(runs: Sequence[Run], edges: np.ndarray, output: str, title: str = "") -
         ax.set_ylabel(f"{task} AP of the category")
         ax.set_title(f"{task}: per-category AP, mean per bin")
         handles, _ = ax.get_legend_handles_labels()
-        handles += [Patch(color=BAND_COLORS[k], alpha=0.6, label=name) for k, name, _, _ in BANDS]
+        handles += [Patch(color=BAND_COLORS[k], alpha=0.6, label=name) for k, name, _, _ in bands]
         ax.legend(handles=handles, fontsize=8, loc="upper left")
         ax.grid(True, which="major", alpha=0.3)
     if title:
@@ -226,10 +251,9 @@ def main(argv=None) -> List[Run]:
     plot(runs, edges, output, title=" vs ".join(labels))
     for run in runs:
         for task in run.ap:
-            means = band_means(run, task)
             print(
-                f"{run.label} {task}: mean per-category AP rare {means['r']:.1f}, common "
-                f"{means['c']:.1f}, frequent {means['f']:.1f} ({len(run.counts)} categories"
+                f"{run.label} {task}: mean per-category AP {band_summary(run, task)} "
+                f"({len(run.counts)} categories"
                 f"{f', {run.left_out} without training images left out' if run.left_out else ''})"
             )
     print(f"wrote {output}")
