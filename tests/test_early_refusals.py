@@ -7,7 +7,14 @@ frozen parameters random.
 
 import pytest
 import torch
-from conftest import FAST_DETECTION, MINIATURE_BASELINE, MINIATURE_DISALIGN, one_line_error, train_net
+
+from conftest import (
+    FAST_DETECTION,
+    MINIATURE_BASELINE,
+    MINIATURE_DISALIGN,
+    one_line_error,
+    train_net,
+)
 
 
 def assert_nothing_written(output_dir):
@@ -55,7 +62,7 @@ def test_stage2_from_a_checkpoint_of_another_width_is_refused(miniature_stage1, 
         "--config-file", MINIATURE_DISALIGN, *FAST_DETECTION,
         "MODEL.WEIGHTS", tmp_path / "narrow.pth", "OUTPUT_DIR", output_dir,
     )  # fmt: skip
-    one_line_error(result, f"has shape (1, ")
+    one_line_error(result, "has shape (1, ")
     assert f"for the frozen parameter '{key}' (1 frozen parameter(s) not provided)" in result.stderr
     assert_nothing_written(output_dir)
 

@@ -70,9 +70,7 @@ def pooled_reference(lvis_eval):
     frequency = {c["id"]: c["frequency"] for c in lvis_eval.lvis_gt.dataset["categories"]}
     metrics = {}
     for pool in ("all", "r", "c", "f"):
-        members = [
-            k for k, c in enumerate(params.cat_ids) if pool == "all" or frequency[c] == pool
-        ]
+        members = [k for k, c in enumerate(params.cat_ids) if pool == "all" or frequency[c] == pool]
         entries = [
             lvis_eval.eval_imgs[k * num_areas * num_images + i]  # area range 0: "all"
             for i in range(num_images)
@@ -245,7 +243,7 @@ def test_command_line_fixed_and_pooled(tmp_path):
     ],
 )
 def test_command_line_bad_input_is_one_line(options, message, tmp_path):
-    gt, bbox_results, _ = federated_case()
+    gt, bbox_results, _ = copy.deepcopy(federated_case())
     if "--no-frequency" in options:
         options = [o for o in options if o != "--no-frequency"]
         for category in gt["categories"]:
@@ -267,7 +265,9 @@ def test_mask_areas_option_follows_detectron2_and_says_which_areas(tmp_path):
     gt_path = write_json(tmp_path / "gt.json", gt)
     dt_path = write_json(tmp_path / "results.json", segm_results)
     options = ["--gt", gt_path, "--dt", dt_path, "--iou-type", "segm"]
-    boxes, masks = run_module("lvis_fast", *options), run_module("lvis_fast", *options, "--mask-areas")
+    boxes, masks = run_module("lvis_fast", *options), run_module(
+        "lvis_fast", *options, "--mask-areas"
+    )
     assert boxes.stderr == "area ranges from box areas (the results' 'bbox')\n"
     assert masks.stderr == "area ranges from mask areas\n"
     by_boxes = lvis_api_eval(gt_path, segm_results, "segm", 300)
@@ -330,7 +330,7 @@ def test_lvis_eval_is_a_drop_in_for_lvis_api(seed, iou_type, given, tmp_path, ca
 
 @pytest.mark.parametrize("backend", ["fast", "lvis-api"])
 def test_evaluator_reports_standard_fixed_and_pooled_ap_from_two_processes(
-    random_lvis_dataset, backend, tmp_path
+    random_lvis_dataset, backend, tmp_path  # noqa: F811 (the fixture)
 ):
     """
     The model keeps more detections per image than the standard budget; build_evaluator's

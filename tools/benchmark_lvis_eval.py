@@ -23,9 +23,10 @@ path spends its time.
 --lvis-v1-val is LVIS v1 val's scale: 19,809 images, 1,203 categories (337 rare, 461 common,
 405 frequent), 300 detections per image. --fixed-ap is Fixed AP's protocol (Dave et al. 2021): no
 per-image limit, each category's --dets-per-category (10,000) top-scored detections; with
---lvis-v1-val, 607 detections per image, 12.03 million in all (10,000 x 1,203). lvis-api is then run on the first --api-fraction of the
-images (the same images and detections) and its time and memory extrapolated linearly; the fast
-path is run on both, its metrics compared with lvis-api's on the fraction.
+--lvis-v1-val, 607 detections per image, 12.03 million in all (10,000 x 1,203).
+With --lvis-v1-val, lvis-api is run on the first --api-fraction of the images (the same images and
+detections) and its time and memory extrapolated linearly; the fast path is run on both, its
+metrics compared with lvis-api's on the fraction.
 """
 
 import argparse
@@ -95,8 +96,9 @@ def _jitter(rng, boxes, width, height):
     return np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
 
 
-def write_workload(folder, num_images, detections_per_image, num_categories, seed, iou_types,
-                   frequency_counts=None):
+def write_workload(
+    folder, num_images, detections_per_image, num_categories, seed, iou_types, frequency_counts=None
+):
     """
     Write gt.json and results_{bbox,segm}.json into folder, image after image. Image i's objects
     and detections depend only on (seed, i) and the categories, so a workload of fewer images is
@@ -276,9 +278,8 @@ def stage_times(gt_path, results_path, iou_type, max_dets, dets_per_category=Non
     seconds spent inside the compiled functions it calls (orjson's parsing, pycocotools' polygon
     rasterization, the RLE kernel's decoding and pair IoUs), which are part of the stages.
     """
-    from lvis import LVIS
-
     import orjson
+    from lvis import LVIS
 
     from lvis_fast import _rle
     from lvis_fast.accumulation import accumulate, summarize
@@ -443,13 +444,14 @@ def main():
             api_runs, fast_runs, fast_part_runs = [], [], []
             for _ in range(args.repeat):  # alternating, so that both see the same load
                 limits = (args.max_dets, args.dets_per_category)
-                api_runs.append(run_measure("lvis-api", part["gt"], part[iou_type], iou_type,
-                                            *limits))
-                fast_runs.append(run_measure("fast", full["gt"], full[iou_type], iou_type,
-                                             *limits))
+                api_runs.append(
+                    run_measure("lvis-api", part["gt"], part[iou_type], iou_type, *limits)
+                )
+                fast_runs.append(run_measure("fast", full["gt"], full[iou_type], iou_type, *limits))
                 if part != full:
-                    fast_part_runs.append(run_measure("fast", part["gt"], part[iou_type],
-                                                      iou_type, *limits))
+                    fast_part_runs.append(
+                        run_measure("fast", part["gt"], part[iou_type], iou_type, *limits)
+                    )
             same_images = fast_part_runs or fast_runs
             worst = _compare(api_runs[0]["metrics"], same_images[0]["metrics"])
             if worst > TOLERANCE:

@@ -4,8 +4,9 @@ LVIS box and mask AP, metric for metric equal to lvis-api's ``LVISEval``, severa
 
     python -m lvis_fast --gt lvis_v1_val.json --dt results.json --iou-type bbox
 
-or, for an lvis-api user, ``from lvis_fast import LVISEval`` in place of ``from lvis import LVISEval``.
-It imports numpy, orjson, pycocotools and its own compiled kernel, not torch or detectron2.
+or, for an lvis-api user, ``from lvis_fast import LVISEval`` in place of
+``from lvis import LVISEval``. It imports numpy, orjson, pycocotools and its own compiled
+kernel, not torch or detectron2.
 
 lvis-api evaluates every (image, category) pair of the dataset in Python: on LVIS val some 24
 million pairs (20k images x 1203 categories), almost all of them empty, each visited by the IoU

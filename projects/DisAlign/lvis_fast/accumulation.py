@@ -56,7 +56,7 @@ def accumulate(dt: Detections, gt: GroundTruth, dets, matched, matched_ignored):
             recall (ndarray[T, S] float64): the recall of all their detections.
     """
     num_categories = len(gt.category_ids)
-    num_areas, num_thresholds = len(AREA_RANGES), len(MATCH_THRESHOLDS)
+    num_areas = len(AREA_RANGES)
 
     # the detections in accumulation order, without those of categories without ground truth
     with_gt = np.bincount(gt.category, minlength=num_categories) > 0
@@ -90,8 +90,9 @@ def accumulate(dt: Detections, gt: GroundTruth, dets, matched, matched_ignored):
     return areas
 
 
-
-def _laid_out_precision_recall(matched, matched_ignored, slots, counted_if_unmatched, seg_start, num_gt):
+def _laid_out_precision_recall(
+    matched, matched_ignored, slots, counted_if_unmatched, seg_start, num_gt
+):
     """
     Recall and interpolated precision of S segments of detections laid end to end (a category,
     or a pool of categories), each in accumulation order, at every IoU threshold: as many
@@ -155,10 +156,15 @@ def accumulate_pooled(dt: Detections, gt: GroundTruth, dets, matched, matched_ig
     seg_start = np.cumsum([0] + [len(o) for o in orders])
     precision = np.full((len(MATCH_THRESHOLDS), len(RECALL_THRESHOLDS), len(POOLS)), -1.0)
     _, precision[:, :, valid] = _laid_out_precision_recall(
-        matched[a], matched_ignored[a], slot[order], counted_if_unmatched[order], seg_start,
+        matched[a],
+        matched_ignored[a],
+        slot[order],
+        counted_if_unmatched[order],
+        seg_start,
         num_gt[valid],
     )
     return precision
+
 
 def _precision_recall(true_positive, counted, seg_start, num_gt):
     """

@@ -95,7 +95,9 @@ def check_limits(max_dets, dets_per_category):
 
     if not is_integer(max_dets) or not (max_dets >= 1 or max_dets == -1):
         raise ValueError(f"max_dets must be a positive integer or -1 (no limit), not {max_dets!r}")
-    if dets_per_category is not None and (not is_integer(dets_per_category) or dets_per_category < 1):
+    if dets_per_category is not None and (
+        not is_integer(dets_per_category) or dets_per_category < 1
+    ):
         raise ValueError(
             f"dets_per_category must be a positive integer (or None, no limit), not "
             f"{dets_per_category!r}"
@@ -252,9 +254,7 @@ class LVISEval:
 
     def print_results(self):
         """The results, one line each, as lvis-api prints them."""
-        template = (
-            " {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} catIds={:>3s}] = {:0.3f}"
-        )
+        template = " {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} catIds={:>3s}] = {:0.3f}"
         all_ious = f"{IOU_THRESHOLDS[0]:0.2f}:{IOU_THRESHOLDS[-1]:0.2f}"
         for key, value in self.results.items():
             kind = ("Average Precision", "(AP)") if "AP" in key else ("Average Recall", "(AR)")

@@ -9,7 +9,6 @@ import numpy as np
 from . import _rle
 from .reading import flat_floats
 
-
 _COUNTS, _SIZE = operator.itemgetter("counts"), operator.itemgetter("size")
 
 

@@ -1,5 +1,8 @@
 # -*- coding: utf-8 -*-
-"""The detections that are evaluated, their candidate ground truth, and lvis-api's greedy matching."""
+"""
+The detections that are evaluated, their candidate ground truth, and lvis-api's greedy
+matching.
+"""
 
 import itertools
 from typing import Optional
@@ -10,7 +13,6 @@ import pycocotools.mask as mask_utils
 from .masks import DecodedMasks
 from .params import AREA_RANGES, MATCH_THRESHOLDS, MAX_ARRAY_SIZE, outside
 from .reading import GroundTruth, Results, isin_sorted, to_rle
-
 
 MASK_PART = 1 << 13  # detection masks decoded with their runs at a time
 
@@ -161,7 +163,6 @@ class Detections:
         return np.where(has_box[:, None], boxes, mask_boxes)
 
 
-
 def _top_per_group(group: np.ndarray, score: np.ndarray, k: Optional[int]) -> np.ndarray:
     """
     Whether each entry is among the k top-scored of its group (ties: the earlier entry first).
@@ -180,6 +181,7 @@ def _top_per_group(group: np.ndarray, score: np.ndarray, k: Optional[int]) -> np
     top = np.zeros(len(group), dtype=bool)
     top[by_group] = np.arange(len(group)) - group_start < k
     return top
+
 
 def _bbox_iou(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     """

@@ -5,7 +5,6 @@ from typing import List
 
 import numpy as np
 
-
 IOU_TYPES = ("bbox", "segm")
 # lvis-api's numbers (linspace, not arange, so that 0.5 and 0.75 compare equal)
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)

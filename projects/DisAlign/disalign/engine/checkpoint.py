@@ -26,8 +26,8 @@ from detectron2.utils.file_io import Detectron2Handler, PathManager
 from iopath.common.file_io import get_cache_dir
 
 from ..compat import forget_failed_url
-from .file_io import write_atomically
 from ..validation import InputError
+from .file_io import write_atomically
 
 __all__ = [
     "CheckpointMismatchError",

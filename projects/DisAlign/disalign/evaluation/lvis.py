@@ -20,6 +20,7 @@ from detectron2.evaluation import LVISEvaluator
 from detectron2.evaluation.lvis_evaluation import instances_to_coco_json
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
+
 from lvis_fast import check_limits, evaluate_lvis, pooled_metric_names
 
 from ..config import LVIS_EVAL_BACKENDS
@@ -223,8 +224,9 @@ class LongTailLVISEvaluator(LVISEvaluator):
             raise ValueError(
                 f"backend must be one of {', '.join(LVIS_EVAL_BACKENDS)}, not {backend!r}"
             )
-        check_limits(300 if max_dets_per_image is None else max_dets_per_image,
-                     fixed_ap_dets_per_category)
+        check_limits(
+            300 if max_dets_per_image is None else max_dets_per_image, fixed_ap_dets_per_category
+        )
         super().__init__(
             dataset_name, tasks, distributed, output_dir, max_dets_per_image=max_dets_per_image
         )
