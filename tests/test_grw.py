@@ -276,7 +276,7 @@ def test_training_class_counts_sums_datasets_and_names_the_missing_classes(num_c
         DatasetCatalog.register(names[1], lambda: second)
         MetadataCatalog.get(names[0]).set(thing_classes=letters)
         with caplog.at_level(logging.INFO, logger="disalign"):
-            counts = training_class_counts(names, num_classes)  # by images
+            counts = training_class_counts(names, num_classes, grw=True)  # by images
         assert counts == [2] + [0] * (num_classes - 1)
         assert training_class_counts(names, num_classes, "instances")[0] == 3
     finally:
@@ -299,7 +299,7 @@ def test_training_class_counts_without_class_names_shows_indices_and_refuses_no_
     try:
         DatasetCatalog.register(name, lambda: [{"annotations": [{"category_id": 1}]}])
         with caplog.at_level(logging.WARNING, logger="disalign"):
-            assert training_class_counts((name,), 3, "instances") == [0, 1, 0]
+            assert training_class_counts((name,), 3, "instances", grw=True) == [0, 1, 0]
     finally:
         DatasetCatalog.remove(name)
     assert any("(0, 2); they get the weight" in r.getMessage() for r in caplog.records)
