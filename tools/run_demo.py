@@ -28,10 +28,19 @@ from tabulate import tabulate
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+_FIXED_AND_POOLED = ["AP-fixed", "APr-fixed", "APc-fixed", "APf-fixed"] + [
+    f"AP-pooled-{pool}" for pool in ("all", "r", "c", "f")
+]
+
+
 def _lvis(results):
-    return {
+    selected = {
         t: {m: results[t][m] for m in ("AP", "AP50", "APr", "APc", "APf")} for t in ("bbox", "segm")
     }
+    for t in ("bbox", "segm"):  # with TEST.FIXED_AP on
+        if "AP-fixed" in results[t]:
+            selected[f"{t} fixed"] = {m: results[t][m] for m in _FIXED_AND_POOLED}
+    return selected
 
 
 TASKS = {
@@ -41,6 +50,8 @@ TASKS = {
         "output": "output/demo",
         "title": "Miniature LVIS val, Mask R-CNN R-18-FPN (AP as lvis-api reports it, 0-100)",
         "select": _lvis,
+        # the standard AP, then Fixed AP and Pooled AP (Dave et al. 2021) of each task
+        "tables": [("bbox", "segm"), ("bbox fixed",), ("segm fixed",)],
         "per_class_plot": "per_class_ap.png",
     },
     "classification": {
@@ -93,8 +104,14 @@ def _flatten(results, prefix=""):
     return flat
 
 
-def format_table(results):
-    baseline, disalign = _flatten(results["baseline"]), _flatten(results["disalign"])
+def format_table(results, groups=None):
+    """Baseline, DisAlign and their difference, for the metrics of ``groups`` (default: all)."""
+
+    def chosen(run):
+        return {k: v for k, v in run.items() if groups is None or k in groups}
+
+    baseline = _flatten(chosen(results["baseline"]))
+    disalign = _flatten(chosen(results["disalign"]))
     rows = [
         ["Baseline", *baseline.values()],
         ["DisAlign", *disalign.values()],
@@ -133,8 +150,11 @@ def main():
     with open(os.path.join(REPO_ROOT, output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     total_minutes = (time.perf_counter() - start) / 60
-    print(f"\n{task['title']}:\n")
-    print(format_table(results))
+    print(f"\n{task['title']}:")
+    for groups in task.get("tables", [None]):
+        if groups is None or all(group in results["baseline"] for group in groups):
+            print()
+            print(format_table(results, groups))
     print(
         f"\nstage 1 {stage1_minutes:.1f} min, stage 2 {stage2_minutes:.1f} min, "
         f"total {total_minutes:.1f} min; table written to "
