@@ -317,7 +317,7 @@ def test_grw_loss_mean_reduction_of_one_target():
 
 
 def test_count_class_pixels_ignores_255_by_default(tmp_path):
-    from disalign.modeling.grw import count_class_pixels
+    from disalign.data.class_counts import count_class_pixels
 
     path = tmp_path / "labels.png"
     Image.fromarray(np.array([[0, 255, 2], [2, 255, 255]], dtype=np.uint8)).save(path)

@@ -15,7 +15,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from PIL import Image
 
-from disalign.modeling.grw import training_class_counts
+from disalign.data.class_counts import training_class_counts
 
 from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config, run_script
 

@@ -78,19 +78,27 @@ CORE_MODULES = [
         None,
     ),
     (
-        # the matching (candidate pairs, their IoUs, greedy matching) and the accumulation
-        # (precision / recall); reading results and ground truth, the summary and the command
-        # line are not mutated
-        "projects/DisAlign/disalign/evaluation/fast_lvis.py",
-        [("tests/test_fast_lvis.py", "not command_line and not detectron2 and not backend")],
+        # the per-category and per-image selection, the candidate pairs, their IoUs and the greedy
+        # matching; reading results and ground truth and the command line are not mutated
+        "projects/DisAlign/lvis_fast/matching.py",
+        [
+            ("tests/test_fast_lvis.py", "not command_line and not detectron2 and not backend"),
+            ("tests/test_fixed_pooled_ap.py", "not command_line and not evaluator"),
+        ],
+        ("_top_per_group", "_bbox_iou", "candidate_pairs", "_expand_pairs", "match"),
+    ),
+    (
+        # the accumulation (precision / recall), standard and pooled
+        "projects/DisAlign/lvis_fast/accumulation.py",
+        [
+            ("tests/test_fast_lvis.py", "not command_line and not detectron2 and not backend"),
+            ("tests/test_fixed_pooled_ap.py", "not command_line and not evaluator"),
+        ],
         (
-            "_bbox_iou",
-            "_candidate_pairs",
-            "_expand_pairs",
-            "_outside",
-            "_match",
             "_recall_cutoffs",
-            "_accumulate",
+            "accumulate",
+            "_laid_out_precision_recall",
+            "accumulate_pooled",
             "_precision_recall",
         ),
     ),

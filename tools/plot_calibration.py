@@ -40,6 +40,7 @@ from matplotlib.patches import Patch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "projects", "DisAlign"))
 sys.path.insert(0, REPO_ROOT)
+from lvis_fast import lvis_frequency  # noqa: E402 (after the path)
 
 # images of the dataset whose confidences the histogram shows, by default
 DEFAULT_MAX_IMAGES = 300
@@ -155,7 +156,7 @@ def frequency_bands(dataset_name: str, counts: Sequence[int], count_by: str) -> 
             return [c["frequency"] for c in sorted(categories, key=lambda c: c["id"])]
     if count_by == "pixels":
         return None
-    return ["r" if n <= 10 else "c" if n <= 100 else "f" for n in counts]
+    return [lvis_frequency(n) for n in counts]
 
 
 def gather_alignment_parameters(model: torch.nn.Module, order: np.ndarray):
@@ -245,7 +246,7 @@ def gather(cfg, model: torch.nn.Module, dataset: Optional[str] = None, max_image
 
     from disalign import InputError
     from disalign.data import build_test_loader
-    from disalign.modeling.grw import training_class_counts
+    from disalign.data.class_counts import training_class_counts
 
     if not alignment_modules(model):
         raise InputError(

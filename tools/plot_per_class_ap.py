@@ -34,9 +34,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "projects", "DisAlign"))
+from lvis_fast import COMMON_MAX_IMAGES, RARE_MAX_IMAGES  # noqa: E402 (after the path)
+
 RESULT_FILE = "per_category_ap.json"
-# LVIS' frequency groups by training image count: rare 1-10, common 11-100, frequent > 100
-BANDS = (("r", "rare", 0.5, 10.5), ("c", "common", 10.5, 100.5), ("f", "frequent", 100.5, math.inf))
+# LVIS' frequency groups by training image count (lvis_fast's rule), as bands of the count axis
+BANDS = (
+    ("r", "rare", 0.5, RARE_MAX_IMAGES + 0.5),
+    ("c", "common", RARE_MAX_IMAGES + 0.5, COMMON_MAX_IMAGES + 0.5),
+    ("f", "frequent", COMMON_MAX_IMAGES + 0.5, math.inf),
+)
 BAND_COLORS = {"r": "#f4c7c3", "c": "#fce8b2", "f": "#b7e1cd"}
 CURVE_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 DEFAULT_BINS = 8

@@ -573,7 +573,7 @@ def _rss_mib():
 def measure_grw(json_file, image_root):
     """
     In this (fresh) process: load the LVIS json file through detectron2's DatasetCatalog and count
-    its classes as GRW does (``disalign.modeling.grw.training_class_counts``, by images and by
+    its classes as GRW does (``disalign.data.class_counts.training_class_counts``, by images and by
     instances). Returns times (s), memory (MiB) and whether the counts equal the file's
     ``image_count`` / ``instance_count``.
     """
@@ -586,7 +586,7 @@ def measure_grw(json_file, image_root):
     )
     from detectron2.data.datasets.lvis import load_lvis_json
 
-    from disalign.modeling.grw import training_class_counts
+    from disalign.data.class_counts import training_class_counts
     from disalign.validation import check_training_records
 
     with open(json_file, "rb") as f:  # the categories, from the file's head
@@ -1088,7 +1088,7 @@ class Smoke:
             notes.append(
                 f"* Stage 2 read the training set {s2['dataset_loads']} times (stage 1: "
                 f"{s1['dataset_loads'] if s1 else '?'}): for its data loader, and again at its "
-                "first iteration for GRW's class counts (`disalign.modeling.grw."
+                "first iteration for GRW's class counts (`disalign.data.class_counts."
                 "training_class_counts` takes the records from `DatasetCatalog.get`). At LVIS v1 "
                 f"train's size one such load took {full['load_s']:.0f} s and raised the process "
                 f"from {full['rss_before_mib']:.0f} to {full['peak_rss_mib']:.0f} MiB; the "

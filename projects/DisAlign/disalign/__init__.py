@@ -19,13 +19,8 @@ from .modeling.alignment import (
 )
 from .modeling.classifier import DisAlignImageClassifier
 from .modeling.fast_rcnn import DisAlignFastRCNNOutputLayers
-from .modeling.grw import (
-    GRWCrossEntropy,
-    count_class_samples,
-    grw_class_weights,
-    grw_loss_from_config,
-    training_class_counts,
-)
+from .data.class_counts import count_class_samples, training_class_counts
+from .modeling.grw import GRWCrossEntropy, grw_class_weights, grw_loss_from_config
 from .modeling.layers import CosineClassifier, DistributionAlignment
 from .modeling.rcnn import DisAlignRCNN
 from .modeling.roi_heads import DisAlignCascadeROIHeads, DisAlignROIHeads

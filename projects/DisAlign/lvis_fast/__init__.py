@@ -72,10 +72,21 @@ import contextlib
 
 from .accumulation import category_ap
 from .evaluation import LVISEval, check_limits, evaluate_lvis
-from .params import IOU_TYPES, POOLS, lvis_metric_names, pooled_metric_names
+from .params import (
+    COMMON_MAX_IMAGES,
+    IOU_TYPES,
+    POOLS,
+    RARE_MAX_IMAGES,
+    lvis_frequency,
+    lvis_metric_names,
+    pooled_metric_names,
+)
 
 __all__ = [
+    "COMMON_MAX_IMAGES",
     "IOU_TYPES",
+    "RARE_MAX_IMAGES",
+    "lvis_frequency",
     "LVISEval",
     "POOLS",
     "category_ap",

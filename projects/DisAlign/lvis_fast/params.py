@@ -17,6 +17,8 @@ AREA_RANGES = {  # object area ranges (pixels), bounds included
 }
 FREQUENCY_GROUPS = ("r", "c", "f")  # rare, common, frequent: the categories' "frequency" field
 POOLS = ("all",) + FREQUENCY_GROUPS  # the category pools of Pooled AP
+# LVIS' frequency groups by a category's training images: rare 1-10, common 11-100, frequent more
+RARE_MAX_IMAGES, COMMON_MAX_IMAGES = 10, 100
 # a detection matches ground truth with IoU >= min(threshold, 1 - 1e-10), as in lvis-api
 MATCH_THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
 # the accumulation's arrays hold at most this many entries (IoU thresholds x detections)
@@ -27,6 +29,13 @@ def lvis_metric_names(max_dets: int = 300) -> List[str]:
     """The metric names of lvis-api's ``LVISEval.results``, in its order."""
     names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
     return names + [f"AR{area}@{max_dets}" for area in ("", "s", "m", "l")]
+
+
+def lvis_frequency(image_count: int) -> str:
+    """LVIS' frequency group ("r", "c" or "f") of a category of ``image_count`` training images."""
+    if image_count <= RARE_MAX_IMAGES:
+        return "r"
+    return "c" if image_count <= COMMON_MAX_IMAGES else "f"
 
 
 def pooled_metric_names() -> List[str]:

@@ -23,6 +23,7 @@ import os
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import load_lvis_json
+from lvis_fast import lvis_frequency
 from PIL import Image
 
 from .synthetic import (
@@ -48,13 +49,6 @@ OBJECT_RADIUS = (10, 22)  # pixels, half the object's extent
 
 DIRNAME = "miniature_lvis"
 SPLITS = {"miniature_lvis_train": "train", "miniature_lvis_val": "val"}
-
-
-def lvis_frequency(image_count: int) -> str:
-    """LVIS' frequency group of a category from its number of training images."""
-    if image_count <= 10:
-        return "r"
-    return "c" if image_count <= 100 else "f"
 
 
 def _train_image_counts(rng):

@@ -4,7 +4,7 @@ import importlib.machinery
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
-from ..modeling.grw import training_class_counts
+from ..data.class_counts import training_class_counts
 from .classification import ClassificationEvaluator
 from .lvis import LongTailLVISEvaluator
 from .sem_seg import LongTailSemSegEvaluator, pixel_ratio_group

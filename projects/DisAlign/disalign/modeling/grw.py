@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 """
-Generalized re-weighting (GRW) of the classification loss, and the class counts it needs.
+Generalized re-weighting (GRW) of the classification loss (the class counts it needs come from
+:mod:`disalign.data.class_counts`).
 
 With training counts n_j over K classes and frequencies r_j = n_j / sum_k n_k, class j gets the
 weight w_j = r_j^(-rho), normalised so that sum_j w_j = K. rho = 0 gives w_j = 1 (plain
@@ -12,27 +13,16 @@ It never occurs as a training target, so its weight acts only through the normal
 """
 
 import functools
-import hashlib
-import json
 import logging
-import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from PIL import Image
 from torch.nn import functional as F
 
-__all__ = [
-    "GRWCrossEntropy",
-    "grw_class_weights",
-    "grw_loss_from_config",
-    "count_class_pixels",
-    "count_class_samples",
-    "training_class_counts",
-]
+from ..data.class_counts import training_class_counts
+
+__all__ = ["GRWCrossEntropy", "grw_class_weights", "grw_loss_from_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,137 +156,6 @@ def grw_loss_from_config(
 def _cached_training_class_counts(dataset_names, num_classes, count_by):
     # the cascade's three predictors share one pass over the training set
     return tuple(training_class_counts(dataset_names, num_classes, count_by, grw=True))
-
-
-def count_class_samples(
-    dataset_dicts: Iterable[Dict], num_classes: int, count_by: str = "images"
-) -> List[int]:
-    """
-    Count, per class, the images that contain it (``count_by="images"``) or its annotated
-    instances (``count_by="instances"``) in detectron2 dataset dicts.
-
-    Args:
-        dataset_dicts: dicts in detectron2's standard format, where
-            ``annotations[i]["category_id"]`` is the contiguous class index in [0, num_classes),
-            or image classification dicts with a ``label`` in [0, num_classes).
-        num_classes (int): K.
-        count_by (str): "images" or "instances".
-
-    Returns:
-        list[int]: K counts.
-    """
-    if count_by not in ("images", "instances"):
-        raise ValueError(f"count_by must be 'images' or 'instances', got '{count_by}'")
-    counts = [0] * num_classes
-    for record in dataset_dicts:
-        if "label" in record:
-            classes = [record["label"]]
-        else:
-            classes = [ann["category_id"] for ann in record.get("annotations", ())]
-        if count_by == "images":
-            classes = set(classes)
-        for c in classes:
-            if not 0 <= c < num_classes:
-                raise ValueError(
-                    f"class {c} of '{record.get('file_name')}' is outside [0, {num_classes}): the "
-                    "configured number of classes does not match the dataset"
-                )
-            counts[c] += 1
-    return counts
-
-
-def count_class_pixels(
-    dataset_dicts: Iterable[Dict], num_classes: int, ignore_label: int = 255
-) -> List[int]:
-    """
-    Count, per class, the labelled pixels of semantic segmentation dicts (``sem_seg_file_name``
-    images of class indices; ``ignore_label`` pixels are not counted).
-    """
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for record in dataset_dicts:
-        labels = np.asarray(Image.open(record["sem_seg_file_name"]), dtype=np.int64)
-        labels = labels[labels != ignore_label]
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"'{record['sem_seg_file_name']}' has label {labels.max()} outside [0, "
-                f"{num_classes}) that is not the ignore label {ignore_label}"
-            )
-        counts += np.bincount(labels, minlength=num_classes)
-    return counts.tolist()
-
-
-def _cache_dir() -> str:
-    return os.path.expanduser(os.getenv("DISALIGN_CACHE", "~/.cache/disalign"))
-
-
-def _cached_pixel_counts(name: str, dataset_dicts, num_classes: int, ignore_label: int):
-    """Pixel counts of a dataset, cached as JSON under $DISALIGN_CACHE (~/.cache/disalign),
-    keyed by the label files' names, sizes and modification times."""
-    fingerprint = hashlib.sha1(f"{num_classes}:{ignore_label}".encode())
-    for record in dataset_dicts:
-        stat = os.stat(record["sem_seg_file_name"])
-        fingerprint.update(
-            f"{record['sem_seg_file_name']}:{stat.st_size}:{stat.st_mtime_ns}\n".encode()
-        )
-    path = os.path.join(_cache_dir(), f"pixel_counts-{name}-{fingerprint.hexdigest()[:16]}.json")
-    try:
-        with open(path) as f:
-            counts = json.load(f)
-        if isinstance(counts, list) and len(counts) == num_classes:
-            return counts
-    except (OSError, ValueError):
-        pass
-    counts = count_class_pixels(dataset_dicts, num_classes, ignore_label)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(f"{path}.{os.getpid()}.tmp", "w") as f:
-        json.dump(counts, f)
-    os.replace(f"{path}.{os.getpid()}.tmp", path)
-    return counts
-
-
-def training_class_counts(
-    dataset_names: Sequence[str], num_classes: int, count_by: str = "images", grw: bool = False
-) -> List[int]:
-    """
-    Class counts over the registered training datasets (summed), for GRW and the evaluators'
-    frequency groups.
-
-    Args:
-        dataset_names: names in detectron2's DatasetCatalog (cfg.DATASETS.TRAIN).
-        num_classes (int): K.
-        count_by (str): "images", "instances" or "pixels" (semantic segmentation; cached).
-        grw (bool): the counts are for GRW's weights: warn about the classes without any (they
-            get the weight of a class seen once).
-
-    Returns:
-        list[int]: K counts.
-    """
-    if not dataset_names:
-        raise ValueError("GRW needs class counts, but cfg.DATASETS.TRAIN is empty")
-    counts = [0] * num_classes
-    for name in dataset_names:
-        dicts = DatasetCatalog.get(name)
-        if count_by == "pixels":
-            ignore_label = MetadataCatalog.get(name).get("ignore_label", 255)
-            found = _cached_pixel_counts(name, dicts, num_classes, ignore_label)
-        else:
-            found = count_class_samples(dicts, num_classes, count_by)
-        for c, n in enumerate(found):
-            counts[c] += n
-    missing = [c for c, n in enumerate(counts) if n == 0]
-    if grw and missing:
-        names = MetadataCatalog.get(dataset_names[0]).get("thing_classes", None)
-        shown = ", ".join(str(names[c] if names else c) for c in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        logger.warning(
-            f"GRW: {len(missing)} of {num_classes} classes have no training {count_by} in "
-            f"{tuple(dataset_names)} ({shown}{more}); they get the weight of a class seen once."
-        )
-    logger.info(
-        f"GRW class counts by {count_by} over {tuple(dataset_names)}: "
-        f"min {min(counts)}, max {max(counts)}, total {sum(counts)}"
-    )
-    return counts
 
 
 def _world_size() -> int:
