@@ -27,7 +27,7 @@ endif
 D2MAIN_VENV ?= .venv-d2main
 D2MAIN_SOURCE ?= ../shared/vendor/detectron2-main-02b5c4e.tar.gz
 
-.PHONY: install demo demo-cls demo-seg test test-d2main clean-demo mutation
+.PHONY: install demo demo-cls demo-seg test test-d2main clean-demo mutation lint
 
 install: $(INSTALLED)
 
@@ -71,6 +71,12 @@ test: install
 .PHONY: smoke-lvis
 smoke-lvis: install
 	$(PYTHON) tools/smoke_lvis.py
+
+# flake8 and isort (setup.cfg) on the package, the tools and the tests
+LINT_PATHS := projects tools tests train_net.py
+lint: install
+	$(PYTHON) -m flake8 $(LINT_PATHS)
+	$(PYTHON) -m isort --check-only --diff $(LINT_PATHS)
 
 # the same test suite against the current detectron2 of D2MAIN_SOURCE
 test-d2main: $(D2MAIN_VENV)/.installed

@@ -34,7 +34,6 @@ from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils.logger import setup_logger
 
 from disalign import InputError, add_disalign_config, check_inputs
-from disalign.engine.checkpoint import SafeDetectionCheckpointer
 from disalign.compat import launch_supports_cpu
 from disalign.data import build_test_loader, build_train_loader
 from disalign.engine import (
@@ -45,8 +44,9 @@ from disalign.engine import (
     started_by_torchrun,
     torchrun_process_group,
 )
-from disalign.evaluation import build_evaluator
+from disalign.engine.checkpoint import SafeDetectionCheckpointer
 from disalign.engine.file_io import restored_on_error, write_atomically
+from disalign.evaluation import build_evaluator
 
 
 class Trainer(OptimizerStateMixin, DefaultTrainer):

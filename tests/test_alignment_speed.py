@@ -91,11 +91,10 @@ def _train(cfg, batches, record_names=()):
 
 
 @pytest.mark.parametrize("cascade", [False, True], ids=["standard", "cascade"])
-def test_savings_do_not_change_stage2_results(batches, monkeypatch, cascade):
+def test_savings_do_not_change_stage2_results(batches, cascade):
     cfg = _stage2_cfg(*(CASCADE_OPTS if cascade else []))
     fast, fast_losses, fast_modes = _train(cfg, batches, TRUNK)
-    with monkeypatch.context() as m:
-        m.setattr(disalign.modeling.alignment, "_SKIP_FROZEN_WORK", False)
+    with disalign.modeling.alignment.frozen_work_kept():
         plain, plain_losses, plain_modes = _train(cfg, batches, TRUNK)
 
     # autograd records nothing in the frozen trunk; the savings happened: no box regression loss

@@ -174,7 +174,8 @@ def test_train_net_two_stages(tmp_path, small_lt_test):
     group = ["many" if n > 100 else "medium" if n >= 20 else "few" for n in train_counts]
     for stage in ("s1", "s2"):
         results = json.loads((tmp_path / stage / "eval_results.json").read_text())["classification"]
-        saved = tmp_path / stage / "inference" / "miniature_lt_test" / "classification_predictions.json"
+        inference = tmp_path / stage / "inference" / "miniature_lt_test"
+        saved = inference / "classification_predictions.json"
         predictions = json.loads(saved.read_text())
         correct = [p["label"] == p["prediction"] for p in predictions]
         assert results["top1"] == pytest.approx(100.0 * sum(correct) / len(correct))

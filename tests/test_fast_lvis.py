@@ -19,15 +19,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import LVISEvaluator
 from detectron2.structures import Boxes, Instances
 from lvis import LVIS, LVISEval, LVISResults
+
+import disalign
 import lvis_fast.accumulation
 import lvis_fast.matching
 import lvis_fast.reading
-from lvis_fast import _rle
-from lvis_fast.masks import DecodedMasks
-
-import disalign
 from disalign.evaluation import LongTailLVISEvaluator, build_evaluator
 from disalign.evaluation.fast_lvis import evaluate_lvis, lvis_metric_names, main
+from lvis_fast import _rle
+from lvis_fast.masks import DecodedMasks
 
 TOLERANCE = 1e-6
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -783,7 +783,8 @@ def test_build_evaluator_picks_the_backend(random_lvis_dataset, tmp_path):
     assert build_evaluator(cfg, name, str(tmp_path))._backend == "lvis-api"
     cfg.TEST.LVIS_EVAL_BACKEND = "lvis_api"  # refused with the config's other values
     cfg.OUTPUT_DIR = str(tmp_path)
-    with pytest.raises(disalign.InputError, match="LVIS_EVAL_BACKEND must be one of fast, lvis-api"):
+    message = "LVIS_EVAL_BACKEND must be one of fast, lvis-api"
+    with pytest.raises(disalign.InputError, match=message):
         disalign.check_inputs(cfg, training=False)
 
 

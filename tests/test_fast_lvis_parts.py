@@ -4,12 +4,12 @@ Mask evaluation in parts: the fast LVIS evaluation decodes the detections' masks
 truth. With parts of a few detections, the metrics and per-category APs are still lvis-api's.
 """
 
-import lvis_fast.matching
 import pytest
 from lvis import LVIS
-from lvis_fast.masks import DecodedMasks
 
+import lvis_fast.matching
 from disalign.evaluation.fast_lvis import evaluate_lvis
+from lvis_fast.masks import DecodedMasks
 
 from test_fast_lvis import (
     TOLERANCE,

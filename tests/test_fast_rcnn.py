@@ -15,11 +15,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 from torch.nn import functional as F
 
-from disalign import (
-    DisAlignFastRCNNOutputLayers,
-    DistributionAlignment,
-    GRWCrossEntropy,
-)
+from disalign import DisAlignFastRCNNOutputLayers, DistributionAlignment, GRWCrossEntropy
 
 from conftest import hand_grw_weights
 

@@ -23,6 +23,13 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation.lvis_evaluation import instances_to_coco_json
 from lvis import LVIS, LVISEval, LVISResults
+
+import disalign
+import lvis_fast
+from disalign.evaluation import build_evaluator
+from disalign.evaluation.fast_lvis import evaluate_lvis
+from disalign.evaluation.lvis import LVIS_METRICS
+
 from test_fast_lvis import (  # noqa: F401 (a fixture)
     _model_outputs,
     federated_case,
@@ -30,12 +37,6 @@ from test_fast_lvis import (  # noqa: F401 (a fixture)
     random_lvis_dataset,
     write_json,
 )
-
-import disalign
-import lvis_fast
-from disalign.evaluation import build_evaluator
-from disalign.evaluation.fast_lvis import evaluate_lvis
-from disalign.evaluation.lvis import LVIS_METRICS
 
 TOLERANCE = 1e-6
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -31,7 +31,10 @@ from conftest import (
     load_config,
 )
 
-CLASSIFIER = ("configs/Miniature-LT/resnet18_baseline.yaml", "configs/Miniature-LT/resnet18_disalign.yaml")
+CLASSIFIER = (
+    "configs/Miniature-LT/resnet18_baseline.yaml",
+    "configs/Miniature-LT/resnet18_disalign.yaml",
+)
 SEGMENTOR = (
     "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml",
     "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml",

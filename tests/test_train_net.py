@@ -296,7 +296,8 @@ def test_the_project_logs_reach_log_txt_and_the_console(stages):
     _, stage2, _, second = stages
     log = (stage2 / "log.txt").read_text()
     # GRW's class-count summary: images per class of the miniature's training set
-    assert "disalign.data.class_counts INFO: GRW class counts by images over ('miniature_lvis_train',)" in log
+    counts = "GRW class counts by images over ('miniature_lvis_train',)"
+    assert f"disalign.data.class_counts INFO: {counts}" in log
     assert "GRW class counts by images" in second.stdout
     # the fast LVIS evaluator's tables, as detectron2's LVISEvaluator prints them, with the
     # numbers of eval_results.json

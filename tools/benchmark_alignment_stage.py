@@ -13,8 +13,9 @@ The config is a stage-2 (DisAlign) config; KEY VALUE pairs override it. From it:
   GRW.ENABLED off (the baseline detector), every parameter trained;
 * the stage-2 model: the config with ALIGNMENT_STAGE on, only the alignment parameters trained;
 * for reference, "plain freeze": the stage-2 model frozen by ``requires_grad=False`` alone
-  (:func:`disalign.modeling.alignment.freeze_for_alignment_stage` on a model built with ALIGNMENT_STAGE off,
-  and the savings switch ``disalign.modeling.alignment._SKIP_FROZEN_WORK`` off): every module in train mode,
+  (:func:`disalign.modeling.alignment.freeze_for_alignment_stage` on a model built with
+  ALIGNMENT_STAGE off, and the stage's savings off, :func:`frozen_work_kept`): every module in
+  train mode,
   autograd enabled everywhere, the RPN, mask and box regression losses computed (they train
   nothing), BatchNorm statistics updated.
 
@@ -50,6 +51,7 @@ process per repeat; the ratio is the median of the per-pair ratios.
 """
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -166,8 +168,8 @@ def train_worker(args):
     cfg = build_cfg(args.config_file, args.opts, args.worker_stage)
     device = torch.device(cfg.MODEL.DEVICE)
     model = build_stage_model(cfg, args.weights_file)
-    if args.worker_stage == "plain-freeze":
-        disalign.modeling.alignment._SKIP_FROZEN_WORK = False
+    if args.worker_stage == "plain-freeze":  # (this process times this model alone)
+        contextlib.ExitStack().enter_context(disalign.modeling.alignment.frozen_work_kept())
         disalign.modeling.alignment.freeze_for_alignment_stage(
             model, cfg.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE
         )
@@ -256,10 +258,10 @@ def _run_worker(args, kind, stage, files):
 
 def prepare(args, workdir):
     """Write the shared weights and the batch; return their files."""
-    from disalign.engine.checkpoint import SafeDetectionCheckpointer
     from detectron2.modeling import build_model
 
     from disalign.data import build_train_loader
+    from disalign.engine.checkpoint import SafeDetectionCheckpointer
 
     cfg = build_cfg(args.config_file, args.opts, "stage1")
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)

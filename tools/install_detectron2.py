@@ -198,7 +198,8 @@ def main():
             print(f"building detectron2's CPU and CUDA ops (CUDA toolkit: {cuda_home})", flush=True)
         else:
             print(
-                "no CUDA toolkit with a GPU or TORCH_CUDA_ARCH_LIST found: building the CPU ops only",
+                "no CUDA toolkit with a GPU or TORCH_CUDA_ARCH_LIST found: "
+                "building the CPU ops only",
                 flush=True,
             )
     else:

@@ -386,10 +386,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> CalibrationData:
     """Parse ``argv``, write the PNG and return what it shows."""
-    from disalign.engine.checkpoint import SafeDetectionCheckpointer
     from detectron2.modeling import build_model
 
     from disalign import InputError
+    from disalign.engine.checkpoint import SafeDetectionCheckpointer
     from train_net import build_config
 
     args = parse_args(argv)

@@ -10,6 +10,7 @@ Places-LT, iNaturalist 2018, and the head/body/tail groups of detectron2's ADE20
 
 from . import data  # noqa: F401  (registers the embedded datasets)
 from .config import add_disalign_config
+from .data.class_counts import count_class_samples, training_class_counts
 from .modeling import classifier, rcnn, roi_heads, segmentation  # noqa: F401  (only registration)
 from .modeling.alignment import (
     AlignmentStageMixin,
@@ -19,7 +20,6 @@ from .modeling.alignment import (
 )
 from .modeling.classifier import DisAlignImageClassifier
 from .modeling.fast_rcnn import DisAlignFastRCNNOutputLayers
-from .data.class_counts import count_class_samples, training_class_counts
 from .modeling.grw import GRWCrossEntropy, grw_class_weights, grw_loss_from_config
 from .modeling.layers import CosineClassifier, DistributionAlignment
 from .modeling.rcnn import DisAlignRCNN

@@ -64,8 +64,8 @@ def add_disalign_config(cfg):
     _C.MODEL.DISALIGN.ALIGNMENT_STAGE_TRAINABLE = "alignment"
     # Detectors, alignment stage: run the frozen RPN in training mode, as the official code does
     # (it keeps the whole model in training mode): proposals from MODEL.RPN.PRE_NMS_TOPK_TRAIN /
-    # POST_NMS_TOPK_TRAIN, and the RPN's losses are computed (no gradient reaches it). False: the RPN
-    # proposes as at inference (the *_TEST top-k) and computes no loss.
+    # POST_NMS_TOPK_TRAIN, and the RPN's losses are computed (no gradient reaches it). False: the
+    # RPN proposes as at inference (the *_TEST top-k) and computes no loss.
     _C.MODEL.DISALIGN.ALIGNMENT_STAGE_RPN_TRAIN_MODE = False
 
     _C.MODEL.DISALIGN.GRW = CN()

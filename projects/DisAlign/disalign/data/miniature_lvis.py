@@ -23,16 +23,11 @@ import os
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import load_lvis_json
-from lvis_fast import lvis_frequency
 from PIL import Image
 
-from .synthetic import (
-    CLASS_NAMES,
-    draw_shapes,
-    ensure_generated,
-    pack_into_images,
-    place_objects,
-)
+from lvis_fast import lvis_frequency
+
+from .synthetic import CLASS_NAMES, draw_shapes, ensure_generated, pack_into_images, place_objects
 
 __all__ = ["MINIATURE_LVIS_CLASSES", "generate_miniature_lvis", "register_miniature_lvis"]
 

@@ -17,7 +17,8 @@ differences between detectron2 versions they meet are in :mod:`disalign.compat`)
   refuses for CPU modules).
 * :func:`init_distributed_from_torchrun`: current detectron2's ``launch`` starts CPU processes
   with the gloo backend; detectron2 0.6's requires CUDA (see
-  :func:`disalign.compat.launch_supports_cpu`). There, processes are started by PyTorch's own launcher, ``torchrun``, and joined here to
+  :func:`disalign.compat.launch_supports_cpu`). There, processes are started by PyTorch's own
+  launcher, ``torchrun``, and joined here to
   torch.distributed (gloo on the CPU) and detectron2's local process group.
 """
 
@@ -27,16 +28,12 @@ from unittest import mock
 
 import torch
 import torch.distributed as dist
-from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.engine import HookBase
 from detectron2.engine import defaults as detectron2_defaults
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
-from ..compat import (
-    TRAINER_SAVES_OPTIMIZER,
-    create_local_process_group,
-    set_data_loader_iterator,
-)
+from ..compat import TRAINER_SAVES_OPTIMIZER, create_local_process_group, set_data_loader_iterator
 from ..data.resumable import derived_seed
 
 __all__ = [

@@ -11,6 +11,7 @@ its inputs need gradients. In training, the models leave out the work done only 
 parameters (the losses of frozen heads), asking :func:`skips_frozen_work`.
 """
 
+import contextlib
 from typing import Iterator, List
 
 from detectron2.config import configurable
@@ -19,6 +20,7 @@ from torch import nn
 from .layers import DistributionAlignment
 
 __all__ = [
+    "frozen_work_kept",
     "AlignmentStageMixin",
     "alignment_parameter_names",
     "freeze_for_alignment_stage",
@@ -27,9 +29,20 @@ __all__ = [
     "skips_frozen_work",
 ]
 
-# The savings of the alignment stage (no losses for frozen heads) change no result. Setting this private switch to False turns them off, for checking that.
+# The savings of the alignment stage (no losses for frozen heads) change no result; the
+# benchmark and the tests turn them off with frozen_work_kept() to check that.
 _SKIP_FROZEN_WORK = True
 
+
+@contextlib.contextmanager
+def frozen_work_kept():
+    """Within: training does the frozen modules' work too (their losses), as a plain freeze."""
+    global _SKIP_FROZEN_WORK
+    previous, _SKIP_FROZEN_WORK = _SKIP_FROZEN_WORK, False
+    try:
+        yield
+    finally:
+        _SKIP_FROZEN_WORK = previous
 
 
 def alignment_parameter_names(model: nn.Module) -> List[str]:
@@ -121,7 +134,11 @@ class AlignmentStageMixin:
 
     @configurable
     def __init__(
-        self, *, alignment_stage: bool = False, alignment_stage_trainable: str = "alignment", **kwargs
+        self,
+        *,
+        alignment_stage: bool = False,
+        alignment_stage_trainable: str = "alignment",
+        **kwargs,
     ):
         """
         Args:

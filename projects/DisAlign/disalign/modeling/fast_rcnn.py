@@ -14,13 +14,10 @@ from typing import Optional
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat, cross_entropy
-from detectron2.modeling.roi_heads.fast_rcnn import (
-    FastRCNNOutputLayers,
-    _log_classification_stats,
-)
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 
-from .alignment import skips_frozen_work
 from ..compat import requests_sigmoid_or_federated_loss
+from .alignment import skips_frozen_work
 from .grw import GRWCrossEntropy, grw_loss_from_config
 from .layers import DistributionAlignment, build_alignment, build_cls_head
 
@@ -66,7 +63,9 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             input_shape = ShapeSpec(channels=input_shape)
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         if cls_head != "dot":  # "dot" is detectron2's own nn.Linear, initialised by it
-            self.cls_score = build_cls_head(cls_head, input_size, self.num_classes + 1, cosine_scale)
+            self.cls_score = build_cls_head(
+                cls_head, input_size, self.num_classes + 1, cosine_scale
+            )
         self.alignment = alignment
         if grw is not None and (grw.num_classes, grw.num_unweighted) != (self.num_classes, 1):
             raise ValueError(f"the GRW loss must cover {self.num_classes} classes + background")

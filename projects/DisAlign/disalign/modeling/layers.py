@@ -207,7 +207,9 @@ class DistributionAlignment(nn.Module):
         )
 
 
-def build_cls_head(cls_head: str, in_features: int, num_outputs: int, cosine_scale: float) -> nn.Module:
+def build_cls_head(
+    cls_head: str, in_features: int, num_outputs: int, cosine_scale: float
+) -> nn.Module:
     """
     The classifier head z = f(x) of ``MODEL.DISALIGN.CLS_HEAD``: "dot", an nn.Linear with weights
     ~ N(0, 0.01^2) and zero bias (as detectron2 initialises its box classifier), or "cosine", a
@@ -223,7 +225,9 @@ def build_cls_head(cls_head: str, in_features: int, num_outputs: int, cosine_sca
     if cls_head == "cosine":
         return CosineClassifier(in_features, num_outputs, cosine_scale)
     if cls_head != "dot":
-        raise ValueError(f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}, got '{cls_head}'")
+        raise ValueError(
+            f"MODEL.DISALIGN.CLS_HEAD must be one of {CLS_HEAD_CHOICES}, got '{cls_head}'"
+        )
     head = nn.Linear(in_features, num_outputs)
     nn.init.normal_(head.weight, std=0.01)
     nn.init.constant_(head.bias, 0.0)

@@ -33,8 +33,9 @@ __all__ = ["DisAlignSemanticSegmentor", "DisAlignFCNHead", "DisAlignDeepLabV3Plu
 class DisAlignSemanticSegmentor(AlignmentStageMixin, SemanticSegmentor):
     """
     detectron2's SemanticSegmentor that knows DisAlign's two stages (see
-    :class:`disalign.modeling.alignment.AlignmentStageMixin`): with ``MODEL.DISALIGN.ALIGNMENT_STAGE`` on,
-    everything but the head's alignment parameters is frozen and held in eval mode.
+    :class:`disalign.modeling.alignment.AlignmentStageMixin`): with
+    ``MODEL.DISALIGN.ALIGNMENT_STAGE`` on, everything but the head's alignment parameters is frozen
+    and held in eval mode.
     """
 
 
