@@ -9,7 +9,7 @@ INSTALL_FILES := requirements.txt setup.py setup.cfg pyproject.toml tools/instal
 	tools/install_detectron2.py tools/detectron2_C_standin.py \
 	projects/DisAlign/lvis_fast/_rle.c
 
-# Optional, on the command line (see README.md, "On a GPU machine"):
+# Optional, on the command line (see docs/install.md, "On a GPU machine"):
 #   D2_SOURCE=<archive or folder>  build that detectron2 source with its compiled ops (CPU ops,
 #                                  and CUDA ops where a CUDA toolkit is found) instead of 0.6
 #                                  without them; rebuilt when the source's content changes

@@ -168,8 +168,8 @@ def check_device(device: str, num_gpus: int):
     if torch.version.cuda is None or not torch.cuda.is_available():
         raise InputError(
             f"MODEL.DEVICE is '{device}' but torch finds no usable GPU ({build}; a missing GPU, or "
-            f"an NVIDIA driver too old for this CUDA); set MODEL.DEVICE cpu, or see README.md, "
-            f"'On a GPU machine'"
+            f"an NVIDIA driver too old for this CUDA); set MODEL.DEVICE cpu, or see "
+            f"docs/install.md, 'On a GPU machine'"
         )
     if torch.cuda.device_count() < num_gpus:
         raise InputError(
@@ -190,7 +190,7 @@ def check_device(device: str, num_gpus: int):
             raise InputError(
                 f"GPU {index} ({name}, compute capability {major}.{minor}) is not supported by "
                 f"{build}, built for {' '.join(archs)}; install a torch build for it "
-                f"(make install TORCH_INDEX=..., see README.md) or set MODEL.DEVICE cpu"
+                f"(make install TORCH_INDEX=..., see docs/install.md) or set MODEL.DEVICE cpu"
             )
 
 

@@ -3,7 +3,8 @@ What a new user meets on the command line: a mistyped override is blamed on the 
 on the config file, and a value of the wrong type is one line; eval_results.json is strict JSON
 (null where a metric has nothing to measure); GRW's warning about classes without training data
 only where GRW weighs the loss; no torch.jit deprecation noise from the installed versions; and the
-README's dry run of an LVIS config on the miniature, which trains where the bare config diverges.
+documented dry run (docs/install.md) of an LVIS config on the miniature, which trains where the
+bare config diverges.
 """
 
 import json
@@ -221,14 +222,14 @@ def test_the_entry_points_print_no_torch_jit_deprecation_warnings(tmp_path):
         ], script
 
 
-# --- the README's dry run of an LVIS config ------------------------------------------------------
+# --- the documented dry run of an LVIS config ---------------------------------------------------
 
 
 def _readme_dry_run():
-    """The arguments of the README's dry-run command (after ``python train_net.py``)."""
-    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+    """The arguments of the documented dry-run command (after ``python train_net.py``)."""
+    with open(os.path.join(REPO_ROOT, "docs", "install.md")) as f:
         text = f.read()
-    start = text.index("```bash\n", text.index("**A dry run without LVIS or ImageNet weights.**"))
+    start = text.index("```bash\n", text.index("## A dry run without LVIS or ImageNet weights"))
     block = text[start + len("```bash\n") : text.index("```", start + len("```bash\n"))]
     words = shlex.split(block.replace("\\\n", " "))
     assert words[:2] == ["python", "train_net.py"]
@@ -242,7 +243,7 @@ def _without(args, *keys):
     return args[:2] + [w for k, v in pairs if k not in keys for w in (k, v)]
 
 
-# the README's overrides that make an LVIS config train from random weights
+# the documented overrides that make an LVIS config train from random weights
 DRY_RUN_FIXES = ("MODEL.RESNETS.NORM", "MODEL.BACKBONE.FREEZE_AT", "SOLVER.BASE_LR")
 # what the tests add, for time: fewer proposals and ROI samples, no data worker
 FASTER = [
