@@ -119,10 +119,10 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 checkpoint["model"], _ = convert_c2_detectron_names(checkpoint["model"])
                 checkpoint["__author__"] = "Caffe2 (names converted)"
         loading = getattr(self, "_loading", "?")
+        model_state = self.model.state_dict()
         heuristics = checkpoint.get("matching_heuristics", False)
-        skipped = _class_dependent_mismatches(
-            self.model.state_dict(), checkpoint["model"], heuristics
-        )
+        paired = _paired_keys(model_state, checkpoint["model"], heuristics)
+        skipped = _class_dependent_mismatches(model_state, checkpoint["model"], paired)
         if skipped:
             key, key_checkpoint, shape_checkpoint, shape_model = skipped[0]
             if shape_checkpoint[:1] == shape_model[:1]:  # the same outputs: another input width
@@ -138,9 +138,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"'{key_checkpoint}' has shape {shape_checkpoint}, the model's '{key}' "
                 f"{shape_model} ({hint}; {len(skipped)} class-dependent parameter(s) differ)"
             )
-        frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
-        not_provided = _not_provided(self.model.state_dict(), checkpoint["model"], heuristics)
+        not_provided = _not_provided(model_state, checkpoint["model"], paired)
         if getattr(self.model, "alignment_stage", False):
+            frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
             not_provided = [entry for entry in not_provided if entry[0] in frozen]
             if not_provided:
                 key, reason = not_provided[0]
@@ -206,18 +206,32 @@ def download_cache_path(url: str) -> str:
     return os.path.join(get_cache_dir(), urlparse(url).path.lstrip("/"))
 
 
-def _class_dependent_mismatches(model_state, checkpoint_state, matching_heuristics):
+def _paired_keys(model_state, checkpoint_state, matching_heuristics) -> Dict[str, Any]:
+    """
+    The checkpoint key paired with each of the model's keys (None where there is none), as
+    detectron2 pairs them: by name, or with ``matching_heuristics`` by the longest checkpoint name
+    that is a dot-separated suffix of the model's (as align_and_update_state_dicts).
+    """
+    if not matching_heuristics:
+        return {key: key if key in checkpoint_state else None for key in model_state}
+    paired = {}
+    for key in model_state:
+        candidates = [k for k in checkpoint_state if key == k or key.endswith("." + k)]
+        paired[key] = max(candidates, key=len, default=None)
+    return paired
+
+
+def _class_dependent_mismatches(model_state, checkpoint_state, paired):
     """
     The parameters of the model's box predictor, mask head or classifier that ``checkpoint_state``
-    has with another shape, as (model key, checkpoint key, checkpoint shape, model shape). Keys are
-    paired as detectron2 pairs them: by name, or with ``matching_heuristics`` by the longest
-    checkpoint name that is a dot-separated suffix of the model's (as align_and_update_state_dicts).
+    has with another shape, as (model key, checkpoint key, checkpoint shape, model shape); keys
+    paired by :func:`_paired_keys`.
     """
     mismatches = []
     for key, value in model_state.items():
         if not any(m in key.split(".") for m in _CLASS_DEPENDENT_MODULES):
             continue
-        key_checkpoint = _checkpoint_key(key, checkpoint_state, matching_heuristics)
+        key_checkpoint = paired[key]
         if key_checkpoint is None:
             continue  # absent (e.g. DisAlign's alignment when loading a stage-1 model)
         shape = tuple(checkpoint_state[key_checkpoint].shape)
@@ -226,28 +240,21 @@ def _class_dependent_mismatches(model_state, checkpoint_state, matching_heuristi
     return mismatches
 
 
-def _not_provided(model_state, checkpoint_state, matching_heuristics):
+def _not_provided(model_state, checkpoint_state, paired):
     """
-    The model's parameters that ``checkpoint_state`` lacks, or has with another shape, as
-    (model key, what is wrong), paired as :func:`_class_dependent_mismatches` pairs them.
+    The model's entries that ``checkpoint_state`` lacks, or has with another shape, as (model key,
+    what is wrong); keys paired by :func:`_paired_keys`.
     """
     found = []
     for key, value in model_state.items():
-        key_checkpoint = _checkpoint_key(key, checkpoint_state, matching_heuristics)
+        key_checkpoint = paired[key]
         if key_checkpoint is None:
             found.append((key, "has no entry"))
-        elif tuple(checkpoint_state[key_checkpoint].shape) != tuple(value.shape):
-            shape = tuple(checkpoint_state[key_checkpoint].shape)
+            continue
+        shape = tuple(checkpoint_state[key_checkpoint].shape)
+        if shape != tuple(value.shape):
             found.append((key, f"has shape {shape}, not {tuple(value.shape)},"))
     return found
-
-
-def _checkpoint_key(key, checkpoint_state, matching_heuristics):
-    """The checkpoint's key paired with the model's ``key`` (None if there is none)."""
-    if matching_heuristics:
-        candidates = [k for k in checkpoint_state if key == k or key.endswith("." + k)]
-        return max(candidates, key=len, default=None)
-    return key if key in checkpoint_state else None
 
 
 def _model_zoo_pickle(data: Dict[str, Any]) -> Dict[str, Any]:
