@@ -85,7 +85,7 @@ CORE_MODULES = [
             ("tests/test_fast_lvis.py", "not command_line and not detectron2 and not backend"),
             ("tests/test_fixed_pooled_ap.py", "not command_line and not evaluator"),
         ],
-        ("_top_per_group", "_bbox_iou", "candidate_pairs", "_expand_pairs", "match"),
+        ("top_per_group", "_bbox_iou", "candidate_pairs", "_expand_pairs", "match"),
     ),
     (
         # the accumulation (precision / recall), standard and pooled

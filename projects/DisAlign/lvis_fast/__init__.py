@@ -72,6 +72,7 @@ import contextlib
 
 from .accumulation import category_ap
 from .evaluation import LVISEval, check_limits, evaluate_lvis
+from .matching import top_per_group
 from .params import (
     COMMON_MAX_IMAGES,
     IOU_TYPES,
@@ -94,4 +95,5 @@ __all__ = [
     "evaluate_lvis",
     "lvis_metric_names",
     "pooled_metric_names",
+    "top_per_group",
 ]

@@ -54,9 +54,9 @@ class Detections:
         """
         num_categories = len(gt.category_ids)
         image, category, score = results.image, results.category, results.score
-        alive = np.flatnonzero(_top_per_group(category, score, dets_per_category))
+        alive = np.flatnonzero(top_per_group(category, score, dets_per_category))
         kept = np.zeros(results.count, dtype=bool)
-        kept[alive[_top_per_group(image[alive], score[alive], max_dets)]] = True
+        kept[alive[top_per_group(image[alive], score[alive], max_dets)]] = True
 
         # lvis-api reads boxes (and box areas) if its first kept result has a "bbox", else masks;
         # its first kept result is the first result left by the per-category selection, or the
@@ -163,12 +163,12 @@ class Detections:
         return np.where(has_box[:, None], boxes, mask_boxes)
 
 
-def _top_per_group(group: np.ndarray, score: np.ndarray, k: Optional[int]) -> np.ndarray:
+def top_per_group(group: np.ndarray, score: np.ndarray, k: Optional[int]) -> np.ndarray:
     """
     Whether each entry is among the k top-scored of its group (ties: the earlier entry first).
 
     Args:
-        group (ndarray[N] int64), score (ndarray[N] float64).
+        group (ndarray[N] int64, non-negative), score (ndarray[N] float64).
         k: None or a negative number for no limit.
     Returns:
         ndarray[N] bool.

@@ -21,7 +21,7 @@ from detectron2.evaluation.lvis_evaluation import instances_to_coco_json
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
-from lvis_fast import check_limits, evaluate_lvis, pooled_metric_names
+from lvis_fast import check_limits, evaluate_lvis, pooled_metric_names, top_per_group
 
 from ..config import LVIS_EVAL_BACKENDS
 from ..engine.file_io import write_atomically
@@ -125,14 +125,11 @@ def _evaluate_with_lvis_api(lvis_gt, lvis_results, iou_type, max_dets, dets_per_
         lvis_results = [{k: v for k, v in r.items() if k != "bbox"} for r in lvis_results]
     else:
         lvis_results = copy.deepcopy(lvis_results)  # LVISResults adds fields
-    if dets_per_category is not None:
-        scores = np.array([r["score"] for r in lvis_results])
-        categories = np.array([r["category_id"] for r in lvis_results])
-        by_score = np.argsort(-scores, kind="stable")
-        kept = []
-        for category in np.unique(categories):
-            kept += by_score[categories[by_score] == category][:dets_per_category].tolist()
-        lvis_results = [lvis_results[i] for i in sorted(kept)]
+    if dets_per_category is not None:  # the same selection as lvis_fast's, in the results' order
+        scores = np.array([r["score"] for r in lvis_results], dtype=np.float64)
+        categories = np.array([r["category_id"] for r in lvis_results], dtype=np.int64)
+        kept = np.flatnonzero(top_per_group(categories, scores, dets_per_category))
+        lvis_results = [lvis_results[i] for i in kept.tolist()]
     lvis_eval = LVISEval(lvis_gt, LVISResults(lvis_gt, lvis_results, max_dets=max_dets), iou_type)
     lvis_eval.params.max_dets = max_dets
     lvis_eval.run()
@@ -224,9 +221,9 @@ class LongTailLVISEvaluator(LVISEvaluator):
             raise ValueError(
                 f"backend must be one of {', '.join(LVIS_EVAL_BACKENDS)}, not {backend!r}"
             )
-        check_limits(
-            300 if max_dets_per_image is None else max_dets_per_image, fixed_ap_dets_per_category
-        )
+        # the standard AP's per-image budget (detectron2's None: LVIS's 300)
+        self._standard_dets = 300 if max_dets_per_image is None else max_dets_per_image
+        check_limits(self._standard_dets, fixed_ap_dets_per_category)
         super().__init__(
             dataset_name, tasks, distributed, output_dir, max_dets_per_image=max_dets_per_image
         )
@@ -259,7 +256,7 @@ class LongTailLVISEvaluator(LVISEvaluator):
         """The indices of an image's instances to keep, in their order: ndarray[M] int64."""
         scores = instances.scores.numpy().astype(np.float64)
         classes = instances.pred_classes.numpy()
-        standard = 300 if self._max_dets_per_image is None else self._max_dets_per_image
+        standard = self._standard_dets
         keep = np.arange(len(scores)) < (standard if standard >= 0 else len(scores))
         k = self._dets_per_category
         for i, (category, score) in enumerate(zip(classes.tolist(), scores.tolist())):
