@@ -33,6 +33,12 @@ def test_configs_are_found():
     assert len(CONFIGS) >= 170
 
 
+def test_every_config_fixes_its_seed():
+    # exact resumption and repeatable runs need a fixed SEED (-1 draws a fresh one per run)
+    unseeded = [c for c in CONFIGS if load_config(os.path.join(REPO_ROOT, c)).SEED < 0]
+    assert unseeded == []
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_builds_a_model(config):
     cfg = load_config(os.path.join(REPO_ROOT, config), "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu")
