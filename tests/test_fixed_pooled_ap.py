@@ -390,3 +390,20 @@ def test_evaluator_reports_standard_fixed_and_pooled_ap_from_two_processes(
         assert results[task]["AP-fixed"] != results[task]["AP"]
     per_category = json.loads((tmp_path / "process0" / "per_category_ap.json").read_text())
     assert per_category["tasks"] == ["bbox", "bbox-fixed", "segm", "segm-fixed"]
+
+
+def test_evaluator_and_lvis_eval_refuse_bad_arguments_in_one_line(
+    random_lvis_dataset,  # noqa: F811 (the fixture)
+):
+    from disalign.evaluation import LongTailLVISEvaluator
+
+    name = random_lvis_dataset[0]
+    message = "^backend must be one of fast, lvis-api, not 'lvis_api'$"
+    with pytest.raises(ValueError, match=message):
+        LongTailLVISEvaluator(name, backend="lvis_api")
+    message = r"^dets_per_category must be a positive integer \(or None, no limit\), not 0$"
+    with pytest.raises(ValueError, match=message):
+        LongTailLVISEvaluator(name, fixed_ap_dets_per_category=0)
+    gt, bbox_results, _ = copy.deepcopy(federated_case())
+    with pytest.raises(ValueError, match="^iou_type: keypoints is not supported.$"):
+        lvis_fast.LVISEval(gt, bbox_results, "keypoints")
