@@ -72,7 +72,7 @@ class Trainer(OptimizerStateMixin, DefaultTrainer):
         super().resume_or_load(resume=resume)
         loader = self._trainer.data_loader
         if self.start_iter > 0:  # continue the data stream after the finished iterations
-            loader = self.build_train_loader(self.cfg, self.start_iter)
+            loader.batch_sampler.start_batch = self.start_iter  # not a second loader: one load
         replace_data_loader(self._trainer, loader)
 
     def run_step(self):

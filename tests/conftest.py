@@ -26,6 +26,9 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # their default two threads contend with each other and with this process (a stage-2 run of
 # test_train_net took 3x longer with two). A value set by the caller is kept.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# class counts are cached (disalign.data.class_counts): in a folder of this run, not the user's
+_CACHE = tempfile.TemporaryDirectory(prefix="disalign-test-cache-")
+os.environ.setdefault("DISALIGN_CACHE", _CACHE.name)
 
 
 def load_config(path, *opts):

@@ -145,6 +145,39 @@ def test_pixel_counts_by_hand_with_each_dataset_ignore_label_and_the_default_cac
             MetadataCatalog.remove(name)
 
 
+@pytest.mark.parametrize("count_by", ["images", "instances"])
+def test_sample_counts_are_cached_by_the_annotation_file(tmp_path, monkeypatch, count_by):
+    """A second count (stage 2 after the loader, --resume, the evaluator) does not load the
+    dataset again while its json_file is unchanged; a rewritten file is loaded and counted."""
+    monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))
+    json_file = tmp_path / "annotations.json"
+    json_file.write_text("{}")
+    loads = []
+
+    def load():
+        loads.append(1)
+        return DICTS
+
+    name = f"sample_counts_cache_{count_by}"
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(json_file=str(json_file))
+    expected = {"images": [2, 0, 1, 0], "instances": [3, 0, 1, 0]}[count_by]
+    try:
+        assert training_class_counts((name,), 4, count_by) == expected and len(loads) == 1
+        cached = list((tmp_path / "cache").iterdir())
+        assert len(cached) == 1
+        assert re.fullmatch(f"{count_by}_counts-{name}-[0-9a-f]{{16}}\\.json", cached[0].name)
+        assert training_class_counts((name,), 4, count_by) == expected and len(loads) == 1
+        # other K: another entry, counted from the records
+        assert training_class_counts((name,), 5, count_by) == expected + [0] and len(loads) == 2
+        json_file.write_text('{"changed": 1}')
+        cached[0].write_text(json.dumps([9, 9, 9, 9]))  # an entry of the old file is not read
+        assert training_class_counts((name,), 4, count_by) == expected and len(loads) == 3
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
 @pytest.mark.parametrize("label", [3, 200])
 def test_pixel_label_outside_the_classes_is_an_error_naming_the_file(tmp_path, monkeypatch, label):
     monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))

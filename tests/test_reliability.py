@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -73,7 +74,10 @@ def _weights(path):
 def _assert_resumed_run_is_exact(args, uninterrupted_dir, tmp_path):
     last = _train_killed_after_first_checkpoint(args, tmp_path / "killed")
     assert last.startswith("model_0")  # resumed from a periodic checkpoint
-    ok(train_net("--resume", *args, "OUTPUT_DIR", tmp_path / "killed"))
+    run = ok(train_net("--resume", *args, "OUTPUT_DIR", tmp_path / "killed"))
+    # the training set is read once, for the loader that continues the stream
+    loads = re.findall(r"Loaded \d+ images in the LVIS format from \S+_train\.json", run.stdout)
+    assert len(loads) == 1, run.stdout[-3000:]
     expected = _weights(uninterrupted_dir / "model_final.pth")
     resumed = _weights(tmp_path / "killed" / "model_final.pth")
     assert expected.keys() == resumed.keys()

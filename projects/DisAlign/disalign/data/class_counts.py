@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 """
-Class counts of the registered training datasets: images, instances or pixels per class (pixel
-counts cached as JSON), for GRW's weights and the evaluators' frequency groups (LVIS' rule:
-:func:`lvis_fast.lvis_frequency`).
+Class counts of the registered training datasets: images, instances or pixels per class,
+cached as JSON by the files they come from, for GRW's weights and the evaluators' frequency
+groups (LVIS' rule: :func:`lvis_fast.lvis_frequency`).
 """
 
 import hashlib
@@ -83,16 +83,19 @@ def _cache_dir() -> str:
     return os.path.expanduser(os.getenv("DISALIGN_CACHE", "~/.cache/disalign"))
 
 
-def _cached_pixel_counts(name: str, dataset_dicts, num_classes: int, ignore_label: int):
-    """Pixel counts of a dataset, cached as JSON under $DISALIGN_CACHE (~/.cache/disalign),
-    keyed by the label files' names, sizes and modification times."""
-    fingerprint = hashlib.sha1(f"{num_classes}:{ignore_label}".encode())
-    for record in dataset_dicts:
-        stat = os.stat(record["sem_seg_file_name"])
-        fingerprint.update(
-            f"{record['sem_seg_file_name']}:{stat.st_size}:{stat.st_mtime_ns}\n".encode()
-        )
-    path = os.path.join(_cache_dir(), f"pixel_counts-{name}-{fingerprint.hexdigest()[:16]}.json")
+def _file_fingerprint(path: str) -> str:
+    stat = os.stat(path)
+    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}\n"
+
+
+def _cached(kind: str, name: str, fingerprint: str, num_classes: int, count):
+    """
+    ``count()`` (K counts), cached as JSON under $DISALIGN_CACHE (~/.cache/disalign) by
+    ``fingerprint`` (the names, sizes and modification times of the files the counts come from):
+    a changed file is counted again.
+    """
+    digest = hashlib.sha1(f"{kind}:{num_classes}:{fingerprint}".encode()).hexdigest()[:16]
+    path = os.path.join(_cache_dir(), f"{kind}-{name}-{digest}.json")
     try:
         with open(path) as f:
             counts = json.load(f)
@@ -100,10 +103,42 @@ def _cached_pixel_counts(name: str, dataset_dicts, num_classes: int, ignore_labe
             return counts
     except (OSError, ValueError):
         pass
-    counts = count_class_pixels(dataset_dicts, num_classes, ignore_label)
+    counts = count()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomically(path, lambda f: json.dump(counts, f))
     return counts
+
+
+def _dataset_class_counts(name: str, num_classes: int, count_by: str) -> List[int]:
+    """
+    One registered dataset's counts. Pixel counts are cached by the label files; image and
+    instance counts by the annotation file (``json_file`` of the dataset's metadata, as detectron2's
+    COCO and LVIS registrations set it), so that a second run (stage 2 after the loader's own
+    reading, --resume, the evaluator) does not load a large annotation file again.
+    """
+    if count_by == "pixels":
+        dicts = DatasetCatalog.get(name)
+        ignore_label = MetadataCatalog.get(name).get("ignore_label", 255)
+        fingerprint = f"{ignore_label}:" + "".join(
+            _file_fingerprint(record["sem_seg_file_name"]) for record in dicts
+        )
+        return _cached(
+            "pixel_counts",
+            name,
+            fingerprint,
+            num_classes,
+            lambda: count_class_pixels(dicts, num_classes, ignore_label),
+        )
+    json_file = MetadataCatalog.get(name).get("json_file", None)
+    if not json_file or not os.path.isfile(json_file):
+        return count_class_samples(DatasetCatalog.get(name), num_classes, count_by)
+    return _cached(
+        f"{count_by}_counts",
+        name,
+        _file_fingerprint(json_file),
+        num_classes,
+        lambda: count_class_samples(DatasetCatalog.get(name), num_classes, count_by),
+    )
 
 
 def training_class_counts(
@@ -116,7 +151,9 @@ def training_class_counts(
     Args:
         dataset_names: names in detectron2's DatasetCatalog (cfg.DATASETS.TRAIN).
         num_classes (int): K.
-        count_by (str): "images", "instances" or "pixels" (semantic segmentation; cached).
+        count_by (str): "images", "instances" or "pixels" (semantic segmentation). Cached as
+            JSON under $DISALIGN_CACHE (default ~/.cache/disalign): pixel counts by the label
+            files, image and instance counts by the dataset's ``json_file``.
         grw (bool): the counts are for GRW's weights: warn about the classes without any (they
             get the weight of a class seen once).
 
@@ -126,14 +163,10 @@ def training_class_counts(
     if not dataset_names:
         raise ValueError("GRW needs class counts, but cfg.DATASETS.TRAIN is empty")
     counts = [0] * num_classes
+    if count_by not in ("images", "instances", "pixels"):
+        raise ValueError(f"count_by must be 'images', 'instances' or 'pixels', got '{count_by}'")
     for name in dataset_names:
-        dicts = DatasetCatalog.get(name)
-        if count_by == "pixels":
-            ignore_label = MetadataCatalog.get(name).get("ignore_label", 255)
-            found = _cached_pixel_counts(name, dicts, num_classes, ignore_label)
-        else:
-            found = count_class_samples(dicts, num_classes, count_by)
-        for c, n in enumerate(found):
+        for c, n in enumerate(_dataset_class_counts(name, num_classes, count_by)):
             counts[c] += n
     missing = [c for c, n in enumerate(counts) if n == 0]
     if grw and missing:
