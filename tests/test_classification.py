@@ -209,6 +209,7 @@ def test_class_count_mismatch_of_a_classifier_checkpoint(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: MODEL.WEIGHTS: checkpoint '{checkpoint}' has 36 classes ('cls_score.weight'), "
-        "but the config has MODEL.IMAGE_CLASSIFIER.NUM_CLASSES=20"
+        f"error: MODEL.WEIGHTS: checkpoint '{checkpoint}' does not fit the model's classes: its "
+        "'cls_score.weight' has shape (36, 8), the model's 'cls_score.weight' (20, 512) (check "
+        "the config's NUM_CLASSES; 1 class-dependent parameter(s) differ)"
     )

@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from disalign import DisAlignFCNHead, DistributionAlignment, GRWCrossEntropy
 from disalign.data import build_train_loader
+from disalign.input_checks import InputError, check_inputs
 from disalign.modeling.layers import NormalizedConfidence, build_alignment
-from disalign.validation import InputError, check_inputs
 
 from conftest import REPO_ROOT, RecordingTrainer, load_config
 

@@ -587,7 +587,7 @@ def measure_grw(json_file, image_root):
     from detectron2.data.datasets.lvis import load_lvis_json
 
     from disalign.data.class_counts import training_class_counts
-    from disalign.validation import check_training_records
+    from disalign.input_checks import check_training_records
 
     with open(json_file, "rb") as f:  # the categories, from the file's head
         head = f.read(4 << 20)

@@ -11,6 +11,7 @@ Places-LT, iNaturalist 2018, and the head/body/tail groups of detectron2's ADE20
 from . import data  # noqa: F401  (registers the embedded datasets)
 from .config import add_disalign_config
 from .data.class_counts import count_class_samples, training_class_counts
+from .input_checks import InputError, check_inputs, dataset_problems
 from .modeling import classifier, rcnn, roi_heads, segmentation  # noqa: F401  (only registration)
 from .modeling.alignment import (
     AlignmentStageMixin,
@@ -29,6 +30,5 @@ from .modeling.segmentation import (
     DisAlignFCNHead,
     DisAlignSemanticSegmentor,
 )
-from .validation import InputError, check_inputs, dataset_problems
 
 __version__ = "0.1.0"

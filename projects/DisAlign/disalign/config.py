@@ -3,7 +3,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
 # The allowed values of the keys below that name one of a few choices, each beside its key's name;
-# disalign.validation.check_inputs checks them before anything is built.
+# disalign.input_checks.check_inputs checks them before anything is built.
 CLS_HEAD_CHOICES = ("dot", "cosine")  # MODEL.DISALIGN.CLS_HEAD
 CONFIDENCE_NORM_CHOICES = ("", "BN", "SyncBN", "naiveSyncBN")  # MODEL.DISALIGN.CONFIDENCE_NORM
 ALIGNMENT_STAGE_TRAINABLE_CHOICES = ("alignment", "classifier")  # ...ALIGNMENT_STAGE_TRAINABLE

@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from torchvision.transforms import v2 as T
 
-from ..validation import InputError
+from ..input_checks import InputError
 
 __all__ = [
     "ClassificationDatasetMapper",

@@ -35,7 +35,7 @@ from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSample
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..validation import InputError, check_training_records, dataset_loading_errors
+from ..input_checks import InputError, check_training_records, dataset_loading_errors
 
 __all__ = [
     "ClassBalancedSampler",

@@ -11,6 +11,8 @@ detectron2's DetectionCheckpointer, made safe:
 * a checkpoint whose box predictor, mask head or classifier has another shape than the model's
   (e.g. a model-zoo ``.pkl`` or ``detectron2://`` model trained on another number of classes) is
   an error, where detectron2 only warns and leaves those layers randomly initialised.
+
+:func:`check_weights` runs these refusals on a config's weights before a run writes anything.
 """
 
 import io
@@ -26,12 +28,12 @@ from detectron2.utils.file_io import Detectron2Handler, PathManager
 from iopath.common.file_io import get_cache_dir
 
 from ..compat import forget_failed_url
-from ..validation import InputError
+from ..input_checks import InputError
 from .file_io import write_atomically
 
 __all__ = [
     "CheckpointMismatchError",
-    "check_alignment_stage_weights",
+    "check_weights",
     "SafeDetectionCheckpointer",
     "UnsafeCheckpointError",
     "download_cache_path",
@@ -77,6 +79,17 @@ def load_pickle_safely(f: io.BufferedIOBase) -> Any:
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that refuses files which would run code, and writes atomically."""
+
+    def check(self, path: str) -> None:
+        """
+        Raise the error that loading ``path`` would raise (a file that would run code or cannot be
+        read, weights that do not fit the model), without loading anything into the model.
+        """
+        self._check_only = True
+        try:
+            self.load(path, checkpointables=[])
+        finally:
+            self._check_only = False
 
     def load(self, path: str, *args, **kwargs):
         self._loading = path
@@ -150,7 +163,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                     f"alignment stage would keep them random; give it the stage-1 model of "
                     f"this config"
                 )
-        elif not_provided:  # stage 1: detectron2's behaviour (e.g. ImageNet weights, no heads)
+        if getattr(self, "_check_only", False):
+            return None
+        if not_provided:  # stage 1: detectron2's behaviour (e.g. ImageNet weights, no heads)
             named = ", ".join(key for key, _ in not_provided[:3])
             self.logger.warning(
                 f"{len(not_provided)} model parameter(s) keep their initialisation, not in "
@@ -176,23 +191,27 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         write_atomically(path, lambda f: f.write(last_filename_basename), "w")
 
 
-def check_alignment_stage_weights(cfg):
+def check_weights(cfg):
     """
-    In the alignment stage (stage 2), load ``cfg.MODEL.WEIGHTS`` into a throwaway model built on
-    the CPU first, so that a checkpoint that would leave frozen parameters random (another
-    backbone, another head) is refused before anything is written or trained.
+    Refuse ``cfg.MODEL.WEIGHTS`` before anything is written or trained, as
+    :class:`SafeDetectionCheckpointer` would refuse it when the run loads it: the checkpoint is
+    checked against a throwaway model built on the CPU. Checked are the weights of the alignment
+    stage (stage 2), which must provide every frozen parameter, and otherwise a local ``.pth``
+    file (a downloaded or model-zoo file is checked when the run loads it).
 
     Raises:
-        InputError: the checkpoint's one-line refusal.
+        InputError: the checkpointer's one-line refusal.
     """
-    if not cfg.MODEL.DISALIGN.ALIGNMENT_STAGE or not cfg.MODEL.WEIGHTS:
+    weights = cfg.MODEL.WEIGHTS
+    local_pth = weights.endswith(".pth") and os.path.isfile(weights)
+    if not weights or not (cfg.MODEL.DISALIGN.ALIGNMENT_STAGE or local_pth):
         return
     from detectron2.modeling import build_model
 
     cpu_cfg = cfg.clone()
     cpu_cfg.defrost()
     cpu_cfg.MODEL.DEVICE = "cpu"
-    SafeDetectionCheckpointer(build_model(cpu_cfg)).load(cfg.MODEL.WEIGHTS)
+    SafeDetectionCheckpointer(build_model(cpu_cfg)).check(weights)
 
 
 def download_cache_path(url: str) -> str:

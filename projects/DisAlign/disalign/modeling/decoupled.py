@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import POST_HOC_CHOICES
-from ..validation import InputError
+from ..input_checks import InputError
 
 __all__ = [
     "POST_HOC_CHOICES",

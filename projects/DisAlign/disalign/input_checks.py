@@ -8,11 +8,9 @@ import contextlib
 import json
 import math
 import os
-import pickle
 import tempfile
 from typing import Dict, List, Sequence
 
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .config import (
@@ -67,18 +65,15 @@ def check_inputs(cfg, *, training: bool):
     if datasets_root is not None and not os.path.isdir(os.path.expanduser(datasets_root)):
         raise InputError(f"DETECTRON2_DATASETS={datasets_root} is not a directory")
     weights = cfg.MODEL.WEIGHTS
-    if weights and not weights.startswith(_REMOTE_PREFIXES):
-        if not os.path.isfile(weights):
-            raise InputError(f"MODEL.WEIGHTS: checkpoint file '{weights}' does not exist")
-        if weights.endswith(".pth"):
-            _check_checkpoint_classes(weights, *_classifier_outputs(cfg))
+    if weights and not weights.startswith(_REMOTE_PREFIXES) and not os.path.isfile(weights):
+        raise InputError(f"MODEL.WEIGHTS: checkpoint file '{weights}' does not exist")
     names = list(cfg.DATASETS.TEST) + (list(cfg.DATASETS.TRAIN) if training else [])
     for name in names:
         _check_dataset(name)
-    _check_dataset_classes(cfg, names)
-    from .engine.checkpoint import check_alignment_stage_weights  # (it imports this module)
+    from .engine.checkpoint import check_weights  # (it imports this module)
 
-    check_alignment_stage_weights(cfg)
+    check_weights(cfg)
+    _check_dataset_classes(cfg, names)
 
 
 def _check_disalign_keys(d):
@@ -128,21 +123,18 @@ def _check_output_dir(path):
         raise InputError(f"OUTPUT_DIR '{path}' is not writable ({e.strerror})") from None
 
 
-def _classifier_outputs(cfg):
-    """(outputs of each classifier "cls_score", the config key of the class count, its value)"""
+def _class_count_key(cfg):
+    """(the config key of the model's number of classes, its value)"""
     if cfg.MODEL.META_ARCHITECTURE == "DisAlignImageClassifier":
-        num_classes = cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
-        return num_classes, "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", num_classes
+        return "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
     if cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor":
-        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        return num_classes, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES  # box classifiers also score the background
-    return num_classes + 1, "MODEL.ROI_HEADS.NUM_CLASSES", num_classes
+        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
 def _check_dataset_classes(cfg, names: Sequence[str]):
     """The config's class count must be each registered dataset's (its metadata's class list)."""
-    _, key_name, num_classes = _classifier_outputs(cfg)
+    key_name, num_classes = _class_count_key(cfg)
     segmentation = cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor"
     field = "stuff_classes" if segmentation else "thing_classes"
     for name in names:
@@ -154,31 +146,6 @@ def _check_dataset_classes(cfg, names: Sequence[str]):
             raise InputError(
                 f"{key_name}={num_classes}, but dataset '{name}' has {count} classes; set "
                 f"{key_name} {count}"
-            )
-
-
-def _check_checkpoint_classes(path, outputs, key_name, num_classes):
-    """The classifiers ("cls_score") of a checkpoint must have the config's number of outputs."""
-    try:
-        try:  # memory-mapped: only the classifier tensors are read
-            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be mapped
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused it
-        reason = str(e).strip().splitlines()[0]
-        raise InputError(
-            f"MODEL.WEIGHTS: refusing to load checkpoint '{path}': it is not plain weights "
-            f"({reason})"
-        ) from None
-    except Exception as e:
-        raise InputError(f"MODEL.WEIGHTS: cannot read checkpoint '{path}': {e}") from None
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else {}
-    for key, tensor in state.items():
-        if key.endswith("cls_score.weight") and tensor.shape[0] != outputs:
-            found = tensor.shape[0] - (outputs - num_classes)
-            raise InputError(
-                f"MODEL.WEIGHTS: checkpoint '{path}' has {found} classes ('{key}'), "
-                f"but the config has {key_name}={num_classes}"
             )
 
 
