@@ -13,16 +13,30 @@ The demos: DisAlign's two stages on an embedded miniature dataset, baseline vs D
 4. detection: draw both runs' per-class AP against training frequency into
    OUTPUT_DIR/per_class_ap.png (tools/plot_per_class_ap.py).
 
-Both stages are plain runs of train_net.py; their commands are printed before they start.
+Both stages are plain runs of train_net.py; their commands are printed before they start. They
+run with a fixed number of torch threads (``--threads``, default 2, through ``OMP_NUM_THREADS``),
+because the order of floating-point sums, and so the digits, depend on it.
+
+The spread of the demo's numbers, over seeds and over thread counts:
+
+    python tools/run_demo.py --task classification --seeds 3 --threads 1 2 4
+
+runs both stages for SEED 1..3 with the first thread count, and for every thread count with
+SEED 1, each into OUTPUT_DIR/spread/seed<S>-threads<T>/ (``--jobs N``: N runs at a time), then
+prints the mean, standard deviation and range of every metric (baseline, DisAlign and the gain)
+over the seeds, over the thread counts and over all runs, and writes them to
+OUTPUT_DIR/spread.json.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 from tabulate import tabulate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,12 +89,18 @@ TASKS = {
 }
 
 
-def run_stage(name, config, output_dir, opts):
+def run_stage(name, config, output_dir, opts, threads, log=None):
+    """
+    train_net.py with ``threads`` torch threads, its output to ``log`` (an open file; default:
+    this process's); returns its eval_results.json and minutes.
+    """
     command = [sys.executable, "train_net.py", "--config-file", config, *opts]
     command += ["OUTPUT_DIR", output_dir]
-    print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+    print(f"\n=== {name}: OMP_NUM_THREADS={threads} {' '.join(command[1:])}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO_ROOT, check=True)
+    stderr = subprocess.STDOUT if log else None
+    subprocess.run(command, cwd=REPO_ROOT, check=True, env=env, stdout=log, stderr=stderr)
     with open(os.path.join(REPO_ROOT, output_dir, "eval_results.json")) as f:
         results = json.load(f)
     return results, (time.perf_counter() - start) / 60
@@ -120,6 +140,115 @@ def format_table(results, groups=None):
     return tabulate(rows, headers=["", *baseline], floatfmt=".1f")
 
 
+def run_demo(task, output_dir, num_gpus, threads, seed=None, log=None):
+    """
+    Both stages into ``output_dir``/stage1 and stage2; returns the selected results of both
+    ({"baseline": ..., "disalign": ...}) and the two stages' minutes. ``seed``: SEED of both
+    stages (default: the configs' own); ``log``: see :func:`run_stage`. Raises
+    CalledProcessError when a stage fails.
+    """
+    stage1_dir = os.path.join(output_dir, "stage1")
+    stage2_dir = os.path.join(output_dir, "stage2")
+    opts = ["--num-gpus", str(num_gpus)]
+    if seed is not None:
+        opts += ["SEED", str(seed)]
+    baseline, stage1_minutes = run_stage(
+        "Stage 1 (baseline)", task["stage1"], stage1_dir, opts, threads, log
+    )
+    stage2_opts = opts + ["MODEL.WEIGHTS", os.path.join(stage1_dir, "model_final.pth")]
+    disalign, stage2_minutes = run_stage(
+        "Stage 2 (DisAlign)", task["stage2"], stage2_dir, stage2_opts, threads, log
+    )
+    results = {"baseline": task["select"](baseline), "disalign": task["select"](disalign)}
+    with open(os.path.join(REPO_ROOT, output_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results, stage1_minutes, stage2_minutes
+
+
+def spread(runs):
+    """
+    ``runs``: {name: {"baseline": ..., "disalign": ...}}. Returns {metric: {"baseline" | "disalign"
+    | "gain": {"mean", "std", "min", "max"}}} over the runs (std: the sample standard deviation,
+    ddof 1; 0 for a single run).
+    """
+    flat = {
+        name: {k: _flatten(run[k]) for k in ("baseline", "disalign")} for name, run in runs.items()
+    }
+    metrics = next(iter(flat.values()))["baseline"]
+    table = {}
+    for metric in metrics:
+        values = {
+            "baseline": np.array([run["baseline"][metric] for run in flat.values()]),
+            "disalign": np.array([run["disalign"][metric] for run in flat.values()]),
+        }
+        values["gain"] = values["disalign"] - values["baseline"]
+        table[metric] = {
+            kind: {
+                "mean": float(v.mean()),
+                "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                "min": float(v.min()),
+                "max": float(v.max()),
+            }
+            for kind, v in values.items()
+        }
+    return table
+
+
+def format_spread(table):
+    rows = [
+        [metric]
+        + [
+            "{mean:.1f} ± {std:.1f} [{min:.1f}, {max:.1f}]".format(**s[kind])
+            for kind in ("baseline", "disalign", "gain")
+        ]
+        for metric, s in table.items()
+    ]
+    return tabulate(rows, headers=["", "Baseline", "DisAlign", "gain"])
+
+
+def run_spread(task, output_dir, num_gpus, num_seeds, thread_counts, jobs=1):
+    """
+    Both stages for SEED 1..num_seeds (first thread count) and every thread count (SEED 1),
+    ``jobs`` runs at a time (with several, each run's output goes to its run.log).
+    """
+    grid = [(seed, thread_counts[0]) for seed in range(1, num_seeds + 1)]
+    grid += [(1, threads) for threads in thread_counts[1:]]
+
+    def run(point):
+        seed, threads = point
+        name = f"seed{seed}-threads{threads}"
+        folder = os.path.join(output_dir, "spread", name)
+        if jobs == 1:
+            return name, run_demo(task, folder, num_gpus, threads, seed)[0]
+        os.makedirs(os.path.join(REPO_ROOT, folder), exist_ok=True)
+        with open(os.path.join(REPO_ROOT, folder, "run.log"), "w") as log:
+            return name, run_demo(task, folder, num_gpus, threads, seed, log)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        runs = dict(pool.map(run, grid))
+    over = {
+        f"seeds 1-{num_seeds}, {thread_counts[0]} threads": [
+            f"seed{seed}-threads{thread_counts[0]}" for seed in range(1, num_seeds + 1)
+        ],
+        f"threads {', '.join(map(str, thread_counts))}, seed 1": [
+            f"seed1-threads{threads}" for threads in thread_counts
+        ],
+        "all runs": list(runs),
+    }
+    summary = {
+        "runs": runs,
+        "spread": {
+            label: spread({name: runs[name] for name in names}) for label, names in over.items()
+        },
+    }
+    with open(os.path.join(REPO_ROOT, output_dir, "spread.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"\n{task['title']}: mean ± standard deviation [min, max]")
+    for label, table in summary["spread"].items():
+        print(f"\nover {label}:\n{format_spread(table)}")
+    print(f"\nwritten to {os.path.join(output_dir, 'spread.json')}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="detection")
@@ -127,28 +256,38 @@ def main():
         "--output-dir", help="default: output/demo, output/demo-cls, output/demo-seg"
     )
     parser.add_argument("--num-gpus", type=int, default=1, help="passed to train_net.py")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="torch threads per process (default 2); several: the spread over them (SEED 1)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="N > 1: the spread over SEED 1..N (first --threads)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs of the spread at a time (default 1)"
+    )
     args = parser.parse_args()
+    if min(args.seeds, args.jobs, *args.threads) < 1:
+        parser.error("--seeds, --threads and --jobs must be at least 1")
     task = TASKS[args.task]
     output_dir = args.output_dir or task["output"]
+    if args.seeds > 1 or len(args.threads) > 1:
+        try:
+            run_spread(task, output_dir, args.num_gpus, args.seeds, args.threads, args.jobs)
+        except subprocess.CalledProcessError as e:
+            sys.exit(f"error: a stage failed with exit status {e.returncode}; see its output above")
+        return
 
-    stage1_dir = os.path.join(output_dir, "stage1")
-    stage2_dir = os.path.join(output_dir, "stage2")
-    launch = ["--num-gpus", str(args.num_gpus)]
     start = time.perf_counter()
     try:
-        baseline, stage1_minutes = run_stage(
-            "Stage 1 (baseline)", task["stage1"], stage1_dir, launch
-        )
-        stage2_opts = launch + ["MODEL.WEIGHTS", os.path.join(stage1_dir, "model_final.pth")]
-        disalign, stage2_minutes = run_stage(
-            "Stage 2 (DisAlign)", task["stage2"], stage2_dir, stage2_opts
+        results, stage1_minutes, stage2_minutes = run_demo(
+            task, output_dir, args.num_gpus, args.threads[0]
         )
     except subprocess.CalledProcessError as e:
         sys.exit(f"error: a stage failed with exit status {e.returncode}; see its output above")
-
-    results = {"baseline": task["select"](baseline), "disalign": task["select"](disalign)}
-    with open(os.path.join(REPO_ROOT, output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
     total_minutes = (time.perf_counter() - start) / 60
     print(f"\n{task['title']}:")
     for groups in task.get("tables", [None]):
@@ -163,7 +302,9 @@ def main():
     if "per_class_plot" in task:
         try:
             draw_per_class_ap(
-                stage1_dir, stage2_dir, os.path.join(output_dir, task["per_class_plot"])
+                os.path.join(output_dir, "stage1"),
+                os.path.join(output_dir, "stage2"),
+                os.path.join(output_dir, task["per_class_plot"]),
             )
         except subprocess.CalledProcessError as e:
             sys.exit(f"error: the per-class AP plot failed with exit status {e.returncode}")
