@@ -27,6 +27,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
 from disalign import add_disalign_config, dataset_problems
+from disalign.data.builtin import DATASETS_ROOT
 
 DEFAULT_DATASETS = ("lvis_v0.5_train", "lvis_v0.5_val", "lvis_v1_train", "lvis_v1_val")
 # images whose files are looked for, from the start of each annotation file
@@ -145,9 +146,8 @@ def main():
         names += list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     names = list(dict.fromkeys(names or DEFAULT_DATASETS))
 
-    root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-    if not os.path.isdir(os.path.expanduser(root)):
-        print(f"missing: DETECTRON2_DATASETS={root} is not a directory")
+    if not os.path.isdir(os.path.expanduser(DATASETS_ROOT)):
+        print(f"missing: DETECTRON2_DATASETS={DATASETS_ROOT} is not a directory")
         sys.exit(1)
     problems = 0
     for name in names:

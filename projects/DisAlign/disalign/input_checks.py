@@ -61,9 +61,13 @@ def check_inputs(cfg, *, training: bool):
             "classifiers count 'images' or 'instances'"
         )
     _check_output_dir(cfg.OUTPUT_DIR)
-    datasets_root = os.environ.get("DETECTRON2_DATASETS")
-    if datasets_root is not None and not os.path.isdir(os.path.expanduser(datasets_root)):
-        raise InputError(f"DETECTRON2_DATASETS={datasets_root} is not a directory")
+    from .data.builtin import DATASETS_ROOT, DEFAULT_DATASETS_ROOT  # (it imports this module)
+
+    # the default may be missing: the miniatures are made there when loaded
+    if DATASETS_ROOT != DEFAULT_DATASETS_ROOT and not os.path.isdir(
+        os.path.expanduser(DATASETS_ROOT)
+    ):
+        raise InputError(f"DETECTRON2_DATASETS={DATASETS_ROOT} is not a directory")
     weights = cfg.MODEL.WEIGHTS
     if weights and not weights.startswith(_REMOTE_PREFIXES) and not os.path.isfile(weights):
         raise InputError(f"MODEL.WEIGHTS: checkpoint file '{weights}' does not exist")
@@ -160,7 +164,8 @@ def dataset_problems(name: str) -> List[str]:
     metadata = MetadataCatalog.get(name)
     if metadata.get("generated_on_demand", False):
         return []  # made by the project the first time it is loaded
-    root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+    from .data.builtin import DATASETS_ROOT  # (it imports this module)
+
     problems = []
     for key, kind, exists in (
         ("json_file", "annotation file", os.path.isfile),
@@ -171,7 +176,7 @@ def dataset_problems(name: str) -> List[str]:
         if path is not None and not exists(path):
             problems.append(
                 f"dataset '{name}': {kind} '{path}' does not exist (datasets are read from "
-                f"DETECTRON2_DATASETS={root}; see datasets/README.md)"
+                f"DETECTRON2_DATASETS={DATASETS_ROOT}; see datasets/README.md)"
             )
     return problems
 

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-from . import ade20k, classification, miniature_lt, miniature_lvis, miniature_seg  # noqa: F401
+from . import builtin  # noqa: F401  (registers the datasets)
 from .build import build_test_loader, build_train_loader, dataset_kind
 from .classification import (
     ClassificationDatasetMapper,

@@ -5,12 +5,12 @@ Table 7): the reference head (> 1% of pixels) / body (0.1% - 1%) / tail (< 0.1%)
 report ADE20K results. Entries are in ADE20K's class order (detectron2's ``ade20k_sem_seg_*``
 ``stuff_classes``, whose names are longer); ratios are rounded as printed.
 
-Importing this module sets ``class_groups`` on detectron2's builtin ADE20K metadata.
+:func:`register_ade20k_class_groups` sets ``class_groups`` on detectron2's builtin ADE20K metadata.
 """
 
 from detectron2.data import MetadataCatalog
 
-__all__ = ["ADE20K_PIXEL_RATIOS", "ADE20K_CLASS_GROUPS"]
+__all__ = ["ADE20K_PIXEL_RATIOS", "ADE20K_CLASS_GROUPS", "register_ade20k_class_groups"]
 
 # (name, ratio of training pixels, group)
 ADE20K_PIXEL_RATIOS = [
@@ -167,5 +167,8 @@ ADE20K_PIXEL_RATIOS = [
 ]
 ADE20K_CLASS_GROUPS = [group for _, _, group in ADE20K_PIXEL_RATIOS]
 
-for _name in ("ade20k_sem_seg_train", "ade20k_sem_seg_val"):
-    MetadataCatalog.get(_name).set(class_groups=list(ADE20K_CLASS_GROUPS))
+
+def register_ade20k_class_groups() -> None:
+    """Set ``class_groups`` (head / body / tail per class) on detectron2's ADE20K metadata."""
+    for name in ("ade20k_sem_seg_train", "ade20k_sem_seg_val"):
+        MetadataCatalog.get(name).set(class_groups=list(ADE20K_CLASS_GROUPS))

@@ -152,9 +152,3 @@ class ClassificationDatasetMapper:
             "image_id": record["image_id"],
             "file_name": record["file_name"],
         }
-
-
-# the same root as detectron2's builtin datasets
-register_all_long_tail_classification(
-    os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-)

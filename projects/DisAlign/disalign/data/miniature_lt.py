@@ -101,7 +101,3 @@ def register_miniature_lt(root: str) -> None:
             image_root=dataset_dir,
             generated_on_demand=True,
         )
-
-
-# the same root as detectron2's builtin datasets
-register_miniature_lt(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

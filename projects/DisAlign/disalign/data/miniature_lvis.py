@@ -178,7 +178,3 @@ def register_miniature_lvis(root: str) -> None:
             evaluator_type="lvis",
             generated_on_demand=True,
         )
-
-
-# the same root as detectron2's builtin datasets
-register_miniature_lvis(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -141,7 +141,3 @@ def register_miniature_seg(root: str) -> None:
             ignore_label=IGNORE_LABEL,
             generated_on_demand=True,
         )
-
-
-# the same root as detectron2's builtin datasets
-register_miniature_seg(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
