@@ -111,6 +111,16 @@ def test_check_datasets_reads_classification_split_files(tmp_path):
     )
     assert result.returncode == 0
     assert result.stdout.splitlines() == ["ok: imagenet_lt_test (2 images, 2 classes)"]
+    # a malformed line: the training reader's own message
+    split = tmp_path / "ImageNet_LT" / "ImageNet_LT_test.txt"
+    split.write_text("val/n01/a.JPEG 0\nval/n01/b.JPEG -7\n")
+    result = _run(
+        "check_datasets.py", "imagenet_lt_test", env={"DETECTRON2_DATASETS": str(tmp_path)}
+    )
+    assert result.returncode == 1 and result.stdout.splitlines() == [
+        f"bad: dataset 'imagenet_lt_test': {split}:2: expected '<image path> <non-negative "
+        "integer label>', got 'val/n01/b.JPEG -7'"
+    ]
 
 
 def test_model_zoo_tables_are_current():

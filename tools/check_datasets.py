@@ -5,7 +5,8 @@ Check that datasets are where detectron2 will look for them ($DETECTRON2_DATASET
 
 For each dataset: its annotation file and image directory exist; a JSON annotation file parses
 and has non-empty ``images`` and lists of ``annotations`` and ``categories`` (a split file of the
-classification datasets: ``<image path> <label>`` lines); the image directory is not empty and
+classification datasets: ``<image path> <label>`` lines, read by the project's own reader, so the
+same lines pass and fail as in training); the image directory is not empty and
 holds the first images the annotation file names. Semantic segmentation (ADE20K): the image and
 label directories are not empty and the first images have a label map. (LVIS' training JSON takes
 a while to read.)
@@ -26,7 +27,8 @@ from typing import List, Optional, Tuple
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 
-from disalign import add_disalign_config, dataset_problems
+from disalign import InputError, add_disalign_config, dataset_problems
+from disalign.data import load_split_file
 from disalign.data.builtin import DATASETS_ROOT
 
 DEFAULT_DATASETS = ("lvis_v0.5_train", "lvis_v0.5_val", "lvis_v1_train", "lvis_v1_val")
@@ -73,21 +75,14 @@ def _read_json(path: str, lvis: bool, image_root: str) -> Tuple[List[str], str, 
 
 def _read_split_file(path: str, image_root: str) -> Tuple[List[str], str, List[str]]:
     """(problems, counts, first image paths) of a '<image path> <label>' split file."""
-    images, labels = [], set()
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 2 or not fields[1].isdigit():
-                return [f"split file '{path}':{number}: expected '<image path> <label>'"], "", []
-            images.append(fields[0])
-            labels.add(int(fields[1]))
-    if not images:
+    try:
+        records = load_split_file(path, image_root)
+    except InputError as e:
+        return [str(e)], "", []
+    if not records:
         return [f"split file '{path}' lists no images"], "", []
-    counts = f"{len(images)} images, {len(labels)} classes"
-    files = [os.path.join(image_root, p.lstrip("/")) for p in images[:FIRST_IMAGES]]
-    return [], counts, files
+    counts = f"{len(records)} images, {len({r['label'] for r in records})} classes"
+    return [], counts, [r["file_name"] for r in records[:FIRST_IMAGES]]
 
 
 def content_problems(name: str) -> Tuple[List[str], Optional[str]]:

@@ -46,7 +46,8 @@ _INATURALIST = {
 def load_split_file(split_file: str, image_root: str) -> List[Dict]:
     """
     Read a split file with one ``<image path relative to image_root> <label>`` per line (the
-    ImageNet-LT / Places-LT format). Blank lines are skipped.
+    ImageNet-LT / Places-LT format), the label a non-negative integer in ASCII digits. Blank lines
+    are skipped.
 
     Raises:
         InputError: naming the file and line of the first malformed line.
@@ -57,7 +58,7 @@ def load_split_file(split_file: str, image_root: str) -> List[Dict]:
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit() or int(fields[1]) < 0:
+            if len(fields) != 2 or not (fields[1].isascii() and fields[1].isdigit()):
                 raise InputError(
                     f"{split_file}:{line_number}: expected '<image path> <non-negative integer "
                     f"label>', got '{line.strip()}'"
