@@ -46,6 +46,19 @@ def test_alignment_with_confidence():
     torch.testing.assert_close(out, expected)
 
 
+def test_input_confidence_is_the_sigma_of_each_input():
+    layer = _alignment()
+    s0, s1 = 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(1.5))  # as above
+    torch.testing.assert_close(layer.input_confidence(FEATURES), torch.tensor([[s0], [s1]]))
+    # per pixel: (N, D, H, W) features give (N, 1, H, W), each pixel's own sigma
+    pixels = FEATURES.t().reshape(1, 3, 1, 2)
+    torch.testing.assert_close(
+        layer.input_confidence(pixels), torch.tensor([s0, s1]).reshape(1, 1, 1, 2)
+    )
+    # without a confidence layer, sigma = 1
+    assert torch.equal(_alignment(confidence=False).input_confidence(FEATURES), torch.ones(2, 1))
+
+
 def test_alignment_without_confidence_is_the_calibration():
     out = _alignment(confidence=False)(LOGITS, FEATURES)
     expected = torch.tensor([[3.0, -2.0, 4.0], [-1.0, -2.75, 0.0]])

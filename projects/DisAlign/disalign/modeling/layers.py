@@ -170,6 +170,26 @@ class DistributionAlignment(nn.Module):
         else:
             self.confidence = None
 
+    def input_confidence(self, features: torch.Tensor) -> torch.Tensor:
+        """
+        sigma(x), the input-aware confidence with which :meth:`forward` mixes the calibrated
+        logits into the raw ones.
+
+        Args:
+            features: x, of shape (R, D), or per-pixel (N, D, H, W).
+
+        Returns:
+            Tensor: sigma(x) in [0, 1], of shape (R, 1), or per pixel (N, 1, H, W); ones without a
+            confidence layer (the input-agnostic calibration, sigma = 1).
+        """
+        if features.dim() == 4:
+            n, d, h, w = features.shape
+            sigma = self.input_confidence(features.permute(0, 2, 3, 1).reshape(n * h * w, d))
+            return sigma.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+        if self.confidence is None:
+            return features.new_ones(features.shape[0], 1)
+        return torch.sigmoid(self.confidence(features))
+
     def forward(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -195,7 +215,7 @@ class DistributionAlignment(nn.Module):
         if self.beta is not None:
             s = s + self.beta
         if self.confidence is not None:
-            sigma = torch.sigmoid(self.confidence(features))  # (R, 1)
+            sigma = self.input_confidence(features)  # (R, 1)
             # sigma * s + (1 - sigma) * z, written so that s == z gives exactly z
             s = z + sigma * (s - z)
         return torch.cat([s, logits[:, self.num_aligned :]], dim=1)
