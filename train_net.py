@@ -27,18 +27,17 @@ if __name__ == "__main__":
     )
 
 import detectron2.utils.comm as comm
-import torch
-from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils.logger import setup_logger
 
-from disalign import InputError, add_disalign_config, check_inputs
+from disalign import InputError
 from disalign.compat import launch_supports_cpu
 from disalign.data import build_test_loader, build_train_loader
 from disalign.engine import (
     IterationSeedHook,
     OptimizerStateMixin,
+    build_config,
     cpu_ddp,
     replace_data_loader,
     started_by_torchrun,
@@ -121,77 +120,6 @@ class Trainer(OptimizerStateMixin, DefaultTrainer):
                 lambda f: json.dump(strict(results), f, indent=2, allow_nan=False),
             )
         return results
-
-
-def build_config(args):
-    """The config from the file and command-line options; raises InputError on bad input."""
-    cfg = get_cfg()
-    add_disalign_config(cfg)
-    if not os.path.isfile(args.config_file):
-        raise InputError(f"config file '{args.config_file}' does not exist")
-    try:
-        cfg.merge_from_file(args.config_file)
-    except (KeyError, AssertionError, ValueError) as e:  # yacs' "Non-existent config key: ..."
-        raise InputError(f"{args.config_file}: {e.args[0]}") from None
-    opts = list(args.opts)
-    if len(opts) % 2:
-        raise InputError(f"command-line overrides are KEY VALUE pairs; '{opts[-1]}' has no value")
-    for key, value in zip(opts[0::2], opts[1::2]):
-        try:
-            cfg.merge_from_list([key, value])
-        except (KeyError, AssertionError) as e:  # yacs' "Non-existent key: ..."
-            raise InputError(f"command-line override: {e.args[0]}") from None
-        except ValueError:  # yacs' "Type mismatch ...": the value reads as another type
-            current = cfg
-            for name in key.split("."):
-                current = current[name]
-            names = {int: "an int", float: "a float", str: "a string", bool: "a bool"}
-            wanted, given = (
-                names.get(type(v), f"a {type(v).__name__}")
-                for v in (current, cfg._decode_cfg_value(value))
-            )
-            raise InputError(
-                f"command-line override {key} {value}: {key} is {wanted} (here {current!r}), "
-                f"'{value}' reads as {given}"
-            ) from None
-    cfg.freeze()
-    check_device(cfg.MODEL.DEVICE, getattr(args, "num_gpus", 1))  # tools reuse build_config
-    check_inputs(cfg, training=not args.eval_only)
-    return cfg
-
-
-def check_device(device: str, num_gpus: int):
-    """A CUDA ``device`` needs ``num_gpus`` GPUs that this torch build has kernels for."""
-    if not device.startswith("cuda"):
-        return
-    build = f"torch {torch.__version__}, CUDA {torch.version.cuda}"
-    if torch.version.cuda is None or not torch.cuda.is_available():
-        raise InputError(
-            f"MODEL.DEVICE is '{device}' but torch finds no usable GPU ({build}; a missing GPU, or "
-            f"an NVIDIA driver too old for this CUDA); set MODEL.DEVICE cpu, or see "
-            f"docs/install.md, 'On a GPU machine'"
-        )
-    if torch.cuda.device_count() < num_gpus:
-        raise InputError(
-            f"--num-gpus {num_gpus} but torch sees {torch.cuda.device_count()} GPU(s) ({build})"
-        )
-    archs = torch.cuda.get_arch_list()  # e.g. ["sm_75", "sm_80", ...]; "compute_XY" is PTX
-    built = [re.fullmatch(r"(sm|compute)_(\d+)(\d)[a-z]?", a) for a in archs]
-    built = [(m[1], int(m[2]), int(m[3])) for m in built if m]
-    for index in range(max(num_gpus, 1)):
-        major, minor = torch.cuda.get_device_capability(index)
-        # a cubin runs on GPUs of its major version and a newer minor one; PTX on any newer GPU
-        if not any(
-            (kind == "sm" and M == major and m <= minor)
-            or (kind == "compute" and (M, m) <= (major, minor))
-            for kind, M, m in built
-        ):
-            name = torch.cuda.get_device_name(index)
-            raise InputError(
-                f"GPU {index} ({name}, compute capability {major}.{minor}) is not supported by "
-                f"{build}, built for {' '.join(archs)}; install a torch build for it "
-                f"(make install TORCH_INDEX=..., see docs/install.md) or set MODEL.DEVICE cpu"
-            )
 
 
 def main(args, cfg):

@@ -75,11 +75,8 @@ def test_an_override_of_the_wrong_type_is_one_line(key, value, wanted, given):
 
 
 def _build_config(config_file, *opts):
-    sys.path.insert(0, REPO_ROOT)
-    try:
-        from train_net import build_config
-    finally:
-        sys.path.remove(REPO_ROOT)
+    from disalign.engine import build_config
+
     args = Namespace(config_file=str(config_file), opts=list(opts), eval_only=False, num_gpus=1)
     return build_config(args)
 

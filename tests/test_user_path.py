@@ -5,7 +5,6 @@ fitting ones load.
 """
 
 import glob
-import importlib.util
 import json
 import os
 import pickle
@@ -27,6 +26,7 @@ from disalign.engine.checkpoint import (
     download_cache_path,
 )
 from disalign.evaluation.build import build_evaluator
+from disalign.input_checks import check_device
 
 from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config, one_line_error, train_net
 
@@ -228,15 +228,6 @@ def test_every_shipped_config_has_a_fixed_seed():
 # --- GPUs ---------------------------------------------------------------------------------------
 
 
-def _train_net_module():
-    spec = importlib.util.spec_from_file_location(
-        "train_net", os.path.join(REPO_ROOT, "train_net.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cuda_device_without_a_gpu_is_one_line(tmp_path):
     result = train_net(
         "--config-file",
@@ -263,7 +254,6 @@ def test_cuda_device_without_a_gpu_is_one_line(tmp_path):
     ],
 )
 def test_gpus_without_kernels_in_the_torch_build_are_refused(monkeypatch, capability, usable):
-    train_net_module = _train_net_module()
     # what torch 2.14.1+cu130 reports (torch.cuda.get_arch_list()), on a machine with one GPU
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -276,16 +266,16 @@ def test_gpus_without_kernels_in_the_torch_build_are_refused(monkeypatch, capabi
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla V100-SXM2-16GB")
     if usable:
-        train_net_module.check_device("cuda", 1)
+        check_device("cuda", 1)
     else:
         major, minor = capability
         with pytest.raises(
             InputError, match=rf"compute capability {major}\.{minor}\) is not supported"
         ):
-            train_net_module.check_device("cuda", 1)
+            check_device("cuda", 1)
     with pytest.raises(InputError, match="--num-gpus 2 but torch sees 1 GPU"):
-        train_net_module.check_device("cuda", 2)
-    train_net_module.check_device("cpu", 1)  # no GPU needed
+        check_device("cuda", 2)
+    check_device("cpu", 1)  # no GPU needed
 
 
 # --- COCO-format datasets without detectron2's compiled ops -----------------------------------

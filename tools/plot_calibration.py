@@ -17,11 +17,12 @@ an inference pass).
   set has one, else LVIS' rule on the training counts (rare: 1-10, common: 11-100, frequent: >100);
 * bottom: the histogram of the input-aware confidence sigma(w . x + b) over the validation set
   (the first of DATASETS.TEST, or --dataset): one value per proposal of the detector (per image of
-  a classifier, per output pixel of a segmentor), read by a forward hook on the confidence layer.
+  a classifier, per output pixel of a segmentor), ``DistributionAlignment.input_confidence`` of
+  the features each alignment reads.
 
-The config is read as train_net.py reads it (its checks included); the weights are loaded with
-the project's safe DetectionCheckpointer. A model with several alignments (the cascade's three
-stages) gets one curve and one histogram per alignment.
+The config is read as train_net.py reads it (``disalign.engine.build_config``, its checks
+included); the weights are loaded with the project's safe DetectionCheckpointer. A model with
+several alignments (the cascade's three stages) gets one curve and one histogram per alignment.
 """
 
 import argparse
@@ -39,7 +40,6 @@ from matplotlib.patches import Patch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "projects", "DisAlign"))
-sys.path.insert(0, REPO_ROOT)
 from lvis_fast import lvis_frequency  # noqa: E402 (after the path)
 
 # images of the dataset whose confidences the histogram shows, by default
@@ -188,8 +188,9 @@ def gather_alignment_parameters(model: torch.nn.Module, order: np.ndarray):
 
 def collect_confidences(model: torch.nn.Module, data_loader, max_images: int = 0):
     """
-    Run ``model`` (in eval mode, without autograd) over ``data_loader`` and read sigma(w . x + b)
-    of every alignment with a forward hook on its confidence layer; nothing else is changed.
+    Run ``model`` (in eval mode, without autograd) over ``data_loader`` and, with a forward hook
+    on every alignment, take ``input_confidence`` (sigma(w . x + b)) of the features it reads;
+    nothing else is changed.
 
     Args:
         max_images (int): stop after this many images (0: all).
@@ -203,10 +204,11 @@ def collect_confidences(model: torch.nn.Module, data_loader, max_images: int = 0
     for name, module in alignment_modules(model):
         if module.confidence is not None:
 
-            def hook(_module, _inputs, output, name=name):
-                values[name].append(torch.sigmoid(output.detach().float()).flatten().cpu())
+            def hook(module, inputs, _output, name=name):  # inputs: (logits, features)
+                sigma = module.input_confidence(inputs[1].detach())
+                values[name].append(sigma.float().flatten().cpu())
 
-            handles.append(module.confidence.register_forward_hook(hook))
+            handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
     num_images = 0
@@ -389,8 +391,7 @@ def main(argv=None) -> CalibrationData:
     from detectron2.modeling import build_model
 
     from disalign import InputError
-    from disalign.engine.checkpoint import SafeDetectionCheckpointer
-    from train_net import build_config
+    from disalign.engine import SafeDetectionCheckpointer, build_config
 
     args = parse_args(argv)
     args.eval_only = True  # the config is checked as for an evaluation

@@ -638,10 +638,11 @@ def measure_grw(json_file, image_root):
 
 
 def measure_build(configs, device):
-    """Seconds to build each config's model with train_net.py's Trainer.build_model (a fresh
-    process; the first build includes the one-time costs)."""
-    sys.path.insert(0, REPO_ROOT)
-    from train_net import Trainer, build_config
+    """Seconds to build each config's model with detectron2's DefaultTrainer.build_model, which
+    train_net.py's Trainer keeps (a fresh process; the first build includes the one-time costs)."""
+    from detectron2.engine import DefaultTrainer
+
+    from disalign.engine import build_config
 
     result = {}
     for config in configs:
@@ -653,7 +654,7 @@ def measure_build(configs, device):
         )
         cfg = build_config(args)
         start = time.perf_counter()
-        model = Trainer.build_model(cfg)
+        model = DefaultTrainer.build_model(cfg)
         result[config] = {
             "build_s": time.perf_counter() - start,
             "parameters": sum(p.numel() for p in model.parameters()),

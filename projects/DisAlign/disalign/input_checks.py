@@ -8,9 +8,11 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from typing import Dict, List, Sequence
 
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .config import (
@@ -24,6 +26,7 @@ from .config import (
 
 __all__ = [
     "InputError",
+    "check_device",
     "check_inputs",
     "check_training_records",
     "dataset_loading_errors",
@@ -231,3 +234,37 @@ def check_training_records(records: Sequence[Dict], num_classes: int, names: Seq
                     f"datasets {tuple(names)}: image '{record['file_name']}' has an annotation "
                     f"with an invalid category_id={category} ({num_classes} classes)"
                 )
+
+
+def check_device(device: str, num_gpus: int):
+    """A CUDA ``device`` needs ``num_gpus`` GPUs that this torch build has kernels for."""
+    if not device.startswith("cuda"):
+        return
+    build = f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        raise InputError(
+            f"MODEL.DEVICE is '{device}' but torch finds no usable GPU ({build}; a missing GPU, or "
+            f"an NVIDIA driver too old for this CUDA); set MODEL.DEVICE cpu, or see "
+            f"docs/install.md, 'On a GPU machine'"
+        )
+    if torch.cuda.device_count() < num_gpus:
+        raise InputError(
+            f"--num-gpus {num_gpus} but torch sees {torch.cuda.device_count()} GPU(s) ({build})"
+        )
+    archs = torch.cuda.get_arch_list()  # e.g. ["sm_75", "sm_80", ...]; "compute_XY" is PTX
+    built = [re.fullmatch(r"(sm|compute)_(\d+)(\d)[a-z]?", a) for a in archs]
+    built = [(m[1], int(m[2]), int(m[3])) for m in built if m]
+    for index in range(max(num_gpus, 1)):
+        major, minor = torch.cuda.get_device_capability(index)
+        # a cubin runs on GPUs of its major version and a newer minor one; PTX on any newer GPU
+        if not any(
+            (kind == "sm" and M == major and m <= minor)
+            or (kind == "compute" and (M, m) <= (major, minor))
+            for kind, M, m in built
+        ):
+            name = torch.cuda.get_device_name(index)
+            raise InputError(
+                f"GPU {index} ({name}, compute capability {major}.{minor}) is not supported by "
+                f"{build}, built for {' '.join(archs)}; install a torch build for it "
+                f"(make install TORCH_INDEX=..., see docs/install.md) or set MODEL.DEVICE cpu"
+            )

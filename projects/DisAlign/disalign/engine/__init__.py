@@ -1,11 +1,12 @@
 # -*- coding: utf-8 -*-
 """
-The plumbing of training runs: training-loop pieces for exact resumption and multi-process
-training (``training``), safe checkpoint loading (``checkpoint``) and atomic file writes
-(``file_io``).
+The plumbing of training runs: the checked config of a command line (``defaults``),
+training-loop pieces for exact resumption and multi-process training (``training``), safe
+checkpoint loading (``checkpoint``) and atomic file writes (``file_io``).
 """
 
 from .checkpoint import SafeDetectionCheckpointer, UnsafeCheckpointError
+from .defaults import build_config
 from .file_io import restored_on_error, write_atomically
 from .training import (
     IterationSeedHook,
