@@ -6,8 +6,9 @@ DisAlign beside the decoupled long-tail baselines, all from the same stage-1 mod
     python tools/compare_methods.py --task classification --seeds 3  # mean and std over 3 seeds
 
 For each seed:
-1. stage 1: the demo's model (output/demo-cls/stage1, the SEED of its config), trained by
-   train_net.py if missing, as tools/run_demo.py does; other seeds train their own;
+1. stage 1: the demo's model (output/demo-cls/stage1, the SEED of its config; other seeds: those
+   of ``run_demo.py --seeds``, output/demo-cls/spread/seed<S>-threads<T>/stage1), trained by
+   train_net.py if missing; every run with --threads torch threads (default: the demos' 2);
 2. the trained stage-2 methods, each a train_net.py run of its config from that model: DisAlign,
    cRT (classifier re-trained alone, class-balanced sampling), LWS (one scale per class,
    class-balanced sampling);
@@ -44,6 +45,8 @@ from tabulate import tabulate
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 
+from run_demo import DEMO_THREADS  # noqa: E402
+from run_demo import run_stage  # noqa: E402
 from run_demo import TASKS as DEMO_TASKS  # noqa: E402
 
 METRICS = ("top1", "many", "medium", "few")
@@ -81,34 +84,41 @@ def load_config(config_file: str, opts: Sequence[str] = ()):
     return cfg
 
 
-def run_train_net(name: str, config: str, output_dir: str, opts: Sequence[str]) -> Dict:
-    """One train_net.py run; returns its eval_results.json."""
-    command = [sys.executable, "train_net.py", "--config-file", config, *opts]
-    command += ["OUTPUT_DIR", output_dir]
-    print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
-    subprocess.run(command, cwd=REPO_ROOT, check=True)
-    with open(os.path.join(REPO_ROOT, output_dir, "eval_results.json")) as f:
-        return json.load(f)
+def run_train_net(name: str, config: str, output_dir: str, opts: Sequence[str], threads: int):
+    """One train_net.py run with ``threads`` torch threads; returns its eval_results.json."""
+    return run_stage(name, config, output_dir, list(opts), threads)[0]
 
 
-def stage1_model(task: Dict, seed: int, output_dir: str, opts: Sequence[str]) -> Tuple[str, Dict]:
+def stage1_model(
+    task: Dict, seed: int, output_dir: str, opts: Sequence[str], threads: int
+) -> Tuple[str, Dict]:
     """
-    The stage-1 model of ``seed`` (trained if missing) and its evaluation: the demo's own for
-    its config's SEED (without ``opts``), else OUTPUT_DIR/seed<seed>/stage1.
+    The stage-1 model of ``seed`` (trained if missing) and its evaluation: without ``opts``, the
+    demo's own (its config's SEED: OUTPUT/stage1; another seed: OUTPUT/spread/seed<S>-threads<T>/
+    stage1, as ``run_demo.py --seeds`` trains them), else OUTPUT_DIR/seed<seed>/stage1.
     """
-    demo_seed = load_config(task["stage1"]).SEED
-    if seed == demo_seed and not opts:
-        directory = os.path.join(task["demo"]["output"], "stage1")
+    demo_output = task["demo"]["output"]
+    own = os.path.join(output_dir, f"seed{seed}", "stage1")
+    spread = os.path.join(demo_output, "spread", f"seed{seed}-threads{threads}", "stage1")
+    if opts:
+        candidates = [own]
+    elif seed == load_config(task["stage1"]).SEED and threads == DEMO_THREADS:
+        candidates = [os.path.join(demo_output, "stage1"), spread]
     else:
-        directory = os.path.join(output_dir, f"seed{seed}", "stage1")
+        candidates = [own, spread]
+    for directory in candidates:
+        weights = os.path.join(directory, "model_final.pth")
+        results_file = os.path.join(REPO_ROOT, directory, "eval_results.json")
+        if os.path.isfile(os.path.join(REPO_ROOT, weights)) and os.path.isfile(results_file):
+            print(f"\n=== Stage 1 (seed {seed}): reusing {weights}", flush=True)
+            with open(results_file) as f:
+                return weights, json.load(f)
+    directory = candidates[0]
     weights = os.path.join(directory, "model_final.pth")
-    results_file = os.path.join(REPO_ROOT, directory, "eval_results.json")
-    if os.path.isfile(os.path.join(REPO_ROOT, weights)) and os.path.isfile(results_file):
-        print(f"\n=== Stage 1 (seed {seed}): reusing {weights}", flush=True)
-        with open(results_file) as f:
-            return weights, json.load(f)
     opts = ["--num-gpus", "1", "SEED", str(seed), *opts]
-    return weights, run_train_net(f"Stage 1 (seed {seed})", task["stage1"], directory, opts)
+    return weights, run_train_net(
+        f"Stage 1 (seed {seed})", task["stage1"], directory, opts, threads
+    )
 
 
 def extract_features(cfg, model, dataset_name: str, batch_size: int = 256):
@@ -241,19 +251,22 @@ def tune(config: str, opts: Sequence[str]) -> float:
     return tau
 
 
-def compare(task: Dict, seed: int, output_dir: str, opts: Sequence[str]) -> Dict[str, Dict]:
+def compare(
+    task: Dict, seed: int, output_dir: str, opts: Sequence[str], threads: int
+) -> Dict[str, Dict]:
     """Every method's results for one stage-1 seed; ``opts`` go to every train_net.py run."""
     import torch
     from detectron2.modeling import build_model
 
     from disalign.engine.checkpoint import SafeDetectionCheckpointer
 
-    weights, stage1 = stage1_model(task, seed, output_dir, opts)
+    weights, stage1 = stage1_model(task, seed, output_dir, opts, threads)
     results = {"Joint (stage 1)": dict(stage1["classification"])}
     for method, config in task["trained"].items():
         directory = os.path.join(output_dir, f"seed{seed}", method.lower())
         run_opts = ["--num-gpus", "1", "MODEL.WEIGHTS", weights, "SEED", str(seed), *opts]
-        results[method] = dict(run_train_net(method, config, directory, run_opts)["classification"])
+        run = run_train_net(method, config, directory, run_opts, threads)
+        results[method] = dict(run["classification"])
 
     print(f"\n=== Post-hoc methods (seed {seed}) on {weights}", flush=True)
     start = time.perf_counter()
@@ -309,6 +322,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="classification")
     parser.add_argument("--seeds", type=int, default=1, help="stage-1 seeds: 1, 2, ..., N")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEMO_THREADS,
+        help=f"torch threads of each run (default {DEMO_THREADS}, as the demos)",
+    )
     parser.add_argument("--output-dir", help="default: output/compare-classification")
     parser.add_argument("--tune", metavar="CONFIG", help="only choose tau of a post-hoc config")
     parser.add_argument("opts", nargs="*", help="KEY VALUE pairs for every train_net.py run")
@@ -319,15 +338,18 @@ def main():
         except ValueError as e:
             sys.exit(f"error: {e}")
         return
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
+    if args.seeds < 1 or args.threads < 1:
+        parser.error("--seeds and --threads must be at least 1")
     task = TASKS[args.task]
     output_dir = args.output_dir or task["output"]
     seeds = list(range(1, args.seeds + 1))
 
     start = time.perf_counter()
     try:
-        per_seed = [compare(task, seed, output_dir, args.opts) for seed in seeds]
+        import torch
+
+        torch.set_num_threads(args.threads)  # the post-hoc methods, in this process
+        per_seed = [compare(task, seed, output_dir, args.opts, args.threads) for seed in seeds]
     except subprocess.CalledProcessError as e:
         sys.exit(f"error: a run failed with exit status {e.returncode}; see its output above")
     summary = summarize(per_seed, seeds)

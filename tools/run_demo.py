@@ -40,6 +40,9 @@ import numpy as np
 from tabulate import tabulate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# torch threads of the demos' runs: the fastest count on 2 cores, and fixed, so that the digits do
+# not depend on the machine's cores (see docs/experiments.md)
+DEMO_THREADS = 2
 
 
 _FIXED_AND_POOLED = ["AP-fixed", "APr-fixed", "APc-fixed", "APf-fixed"] + [
@@ -241,6 +244,7 @@ def run_spread(task, output_dir, num_gpus, num_seeds, thread_counts, jobs=1):
             label: spread({name: runs[name] for name in names}) for label, names in over.items()
         },
     }
+    os.makedirs(os.path.join(REPO_ROOT, output_dir), exist_ok=True)
     with open(os.path.join(REPO_ROOT, output_dir, "spread.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"\n{task['title']}: mean ± standard deviation [min, max]")
@@ -260,8 +264,8 @@ def main():
         "--threads",
         type=int,
         nargs="+",
-        default=[2],
-        help="torch threads per process (default 2); several: the spread over them (SEED 1)",
+        default=[DEMO_THREADS],
+        help=f"torch threads per process (default {DEMO_THREADS}); several: the spread over them",
     )
     parser.add_argument(
         "--seeds", type=int, default=1, help="N > 1: the spread over SEED 1..N (first --threads)"
