@@ -10,21 +10,13 @@ OUTPUT_DIR/eval_results.json.
 import json
 import math
 import os
-import re
 import sys
-import warnings
 import weakref
 
 if __name__ == "__main__":
-    # the installed torch deprecates torch.jit.script, which fvcore and detectron2 call when they
-    # are imported (harmless: they script small functions); keep the run's output free of it
-    warnings.filterwarnings(
-        "ignore",
-        message=re.escape(
-            "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
-        ),
-        category=FutureWarning,
-    )
+    # first: the package imports detectron2 and fvcore without the installed torch's deprecation
+    # warnings of torch.jit.script (harmless: they script small functions), see disalign/__init__
+    import disalign  # noqa: F401
 
 import detectron2.utils.comm as comm
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch

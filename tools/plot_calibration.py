@@ -414,18 +414,8 @@ def main(argv=None) -> CalibrationData:
 
 
 if __name__ == "__main__":
-    import re
-    import warnings
-
-    # the installed torch deprecates torch.jit.script, which fvcore and detectron2 call when they
-    # are imported (harmless: they script small functions); keep the output free of it
-    warnings.filterwarnings(
-        "ignore",
-        message=re.escape(
-            "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
-        ),
-        category=FutureWarning,
-    )
+    # before detectron2: the package imports it without the installed torch's deprecation warnings
+    # of torch.jit.script (harmless: detectron2 and fvcore script small functions)
     from disalign import InputError
 
     try:
