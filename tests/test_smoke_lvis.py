@@ -82,3 +82,21 @@ def test_written_split_loads_with_detectron2s_lvis_loader(tmp_path):
             assert 0 <= annotation["category_id"] < 1203
             (polygon,) = annotation["segmentation"]
             assert len(polygon) % 2 == 0 and len(polygon) >= 6
+
+
+def test_grw_measurement_counts_the_file_and_matches_its_category_counts(tmp_path, monkeypatch):
+    """The counting the tool times is the counting itself, not a read of the counts' cache."""
+    monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))
+    categories = smoke_lvis.lvis_categories("v1")
+    images, annotations, counted = smoke_lvis.generate_split(
+        categories, 6, 90, seed=2, split_folder="train2017", categories_per_image=8, cover_all=False
+    )
+    path = str(tmp_path / "lvis_v1_train.json")
+    smoke_lvis.write_lvis_json(path, images, annotations, counted, seed=2, chunk=40)
+    (tmp_path / "train2017").mkdir()
+    for image in range(1, 7):  # the records' check wants the files
+        (tmp_path / "train2017" / f"{image:012d}.jpg").write_bytes(b"")
+    result = smoke_lvis.measure_grw(path, str(tmp_path) + os.sep)
+    assert result["images_match"] and result["instances_match"]
+    assert (result["images"], result["annotations"]) == (6, 90)
+    assert not (tmp_path / "cache").exists()
