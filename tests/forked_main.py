@@ -12,6 +12,11 @@ import sys
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def _in_tests(path):
+    path = os.path.abspath(path)
+    return path == TESTS_DIR or path.startswith(TESTS_DIR + os.sep)
+
+
 def run_as_main(path, args, env, cwd, stdout_path, stderr_path):
     """
     Run the script at ``path`` as ``__main__`` with ``sys.argv = [path, *args]``, the environment
@@ -25,8 +30,9 @@ def run_as_main(path, args, env, cwd, stdout_path, stderr_path):
         target = os.open(name, os.O_WRONLY | os.O_TRUNC)
         os.dup2(target, fd)
         os.close(target)
-    # the test process's own entries: its working folder (python -m pytest) and this folder
-    inherited = [p for p in sys.path if p not in ("", TESTS_DIR, os.getcwd())]
+    # the test process's own entries: its working folder (python -m pytest), this folder and the
+    # test files' subfolders
+    inherited = [p for p in sys.path if p not in ("", os.getcwd()) and not _in_tests(p)]
     sys.path[:] = [os.path.dirname(os.path.abspath(path)), *inherited]
     os.chdir(cwd)
     sys.argv = [path, *args]

@@ -30,6 +30,12 @@ from collections import Counter
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# the lvis-api comparisons of lvis_fast, without its command line and the detectron2 evaluator
+LVIS_FAST_TESTS = [
+    ("tests/evaluation/test_fast_lvis.py", "not command_line and not detectron2 and not backend"),
+    ("tests/evaluation/test_fixed_pooled_ap.py", "not command_line and not evaluator"),
+]
+
 # The core modules, by path: the fast test selection of each (a test file, or a pair of a test
 # file and a pytest -k expression), and the functions whose mutants count (None: the whole
 # module). Tests that start train_net.py subprocesses are left out: they are slow and the
@@ -38,21 +44,21 @@ CORE_MODULES = [
     (
         "projects/DisAlign/disalign/modeling/layers.py",
         [
-            "tests/test_layers.py",
-            "tests/test_fast_rcnn.py",
-            ("tests/test_method_invariants.py", "foreground"),
-            ("tests/test_segmentation.py", "head"),
-            ("tests/test_classification.py", "formula"),
+            "tests/modeling/test_layers.py",
+            "tests/modeling/test_fast_rcnn.py",
+            ("tests/modeling/test_method_invariants.py", "foreground"),
+            ("tests/modeling/test_segmentation.py", "head"),
+            ("tests/modeling/test_classifier.py", "formula"),
         ],
         None,
     ),
     (
         "projects/DisAlign/disalign/modeling/grw.py",
         [
-            "tests/test_grw.py",
-            "tests/test_fast_rcnn.py",
-            ("tests/test_method_invariants.py", "count_by"),
-            ("tests/test_segmentation.py", "pixel_counts"),
+            "tests/modeling/test_grw.py",
+            "tests/modeling/test_fast_rcnn.py",
+            ("tests/modeling/test_method_invariants.py", "count_by"),
+            ("tests/modeling/test_segmentation.py", "pixel_counts"),
         ],
         None,
     ),
@@ -61,19 +67,19 @@ CORE_MODULES = [
         # (not trained: test_alignment_stage's training iterations are left out)
         "projects/DisAlign/disalign/modeling/alignment.py",
         [
-            "tests/test_alignment_unit.py",
-            ("tests/test_alignment_stage.py", "not trains"),
-            "tests/test_fast_rcnn.py",
+            "tests/modeling/test_alignment.py",
+            ("tests/modeling/test_alignment_stage.py", "not trains"),
+            "tests/modeling/test_fast_rcnn.py",
         ],
         None,
     ),
     (
         "projects/DisAlign/disalign/modeling/fast_rcnn.py",
         [
-            "tests/test_fast_rcnn.py",
-            ("tests/test_method_invariants.py", "foreground or count_by"),
-            ("tests/test_layers.py", "config"),
-            ("tests/test_grw.py", "from_the_config"),
+            "tests/modeling/test_fast_rcnn.py",
+            ("tests/modeling/test_method_invariants.py", "foreground or count_by"),
+            ("tests/modeling/test_layers.py", "config"),
+            ("tests/modeling/test_grw.py", "from_the_config"),
         ],
         None,
     ),
@@ -81,19 +87,13 @@ CORE_MODULES = [
         # the per-category and per-image selection, the candidate pairs, their IoUs and the greedy
         # matching; reading results and ground truth and the command line are not mutated
         "projects/DisAlign/lvis_fast/matching.py",
-        [
-            ("tests/test_fast_lvis.py", "not command_line and not detectron2 and not backend"),
-            ("tests/test_fixed_pooled_ap.py", "not command_line and not evaluator"),
-        ],
+        LVIS_FAST_TESTS,
         ("top_per_group", "_bbox_iou", "candidate_pairs", "_expand_pairs", "match"),
     ),
     (
         # the accumulation (precision / recall), standard and pooled
         "projects/DisAlign/lvis_fast/accumulation.py",
-        [
-            ("tests/test_fast_lvis.py", "not command_line and not detectron2 and not backend"),
-            ("tests/test_fixed_pooled_ap.py", "not command_line and not evaluator"),
-        ],
+        LVIS_FAST_TESTS,
         (
             "_recall_cutoffs",
             "accumulate",

@@ -30,7 +30,7 @@ from lvis_fast import _rle
 from lvis_fast.masks import DecodedMasks
 
 TOLERANCE = 1e-6
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def lvis_api_metrics(gt_path, results, iou_type, max_dets=300):

@@ -39,7 +39,7 @@ from test_fast_lvis import (  # noqa: F401 (a fixture)
 )
 
 TOLERANCE = 1e-6
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE_ROOT = os.path.join(REPO_ROOT, "projects", "DisAlign")
 
 

@@ -129,7 +129,7 @@ with torchrun_process_group("cpu"):
 
 def test_every_process_computes_the_same_grw_weights(tmp_path):
     script, out = tmp_path / "grw_weights.py", tmp_path / "weights.json"
-    script.write_text(GRW_SCRIPT.format(tests=os.path.dirname(__file__), out=str(out)))
+    script.write_text(GRW_SCRIPT.format(tests=os.path.join(REPO_ROOT, "tests"), out=str(out)))
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           str(script)])  # fmt: skip
     rank0, rank1 = json.loads(out.read_text())
