@@ -4,8 +4,6 @@ The path of a user with real checkpoints: detectron2 model-zoo ``.pkl`` files an
 fitting ones load.
 """
 
-import glob
-import json
 import os
 import pickle
 
@@ -13,20 +11,13 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.data.datasets import register_coco_instances
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, BoxMode, Instances
 
-from disalign import InputError
 from disalign.engine.checkpoint import (
     CheckpointMismatchError,
     SafeDetectionCheckpointer,
     download_cache_path,
 )
-from disalign.evaluation.build import build_evaluator
-from disalign.input_checks import check_device
 
 from conftest import MINIATURE_DISALIGN, REPO_ROOT, load_config, one_line_error, train_net
 
@@ -214,151 +205,10 @@ def test_detectron2_url_that_cannot_be_downloaded(tmp_path):
     assert f"copy the file to {cached}" in result.stderr.strip().splitlines()[-1]
 
 
-def test_every_shipped_config_has_a_fixed_seed():
-    configs = [
-        p
-        for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
-        if os.path.basename(p) != "model_zoo.yaml"  # the model-zoo table, not a config
-    ]
-    assert len(configs) >= 200
-    unseeded = [os.path.relpath(p, REPO_ROOT) for p in configs if not load_config(p).SEED >= 0]
-    assert unseeded == []
-
-
 # --- GPUs ---------------------------------------------------------------------------------------
 
 
-def test_cuda_device_without_a_gpu_is_one_line(tmp_path):
-    result = train_net(
-        "--config-file",
-        MINIATURE_DISALIGN,
-        "MODEL.DEVICE",
-        "cuda",
-        "OUTPUT_DIR",
-        tmp_path / "out",
-        env={"CUDA_VISIBLE_DEVICES": ""},
-    )
-    one_line_error(result, "MODEL.DEVICE is 'cuda' but torch finds no usable GPU")
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize(
-    "capability, usable",
-    [
-        ((7, 0), False),
-        ((7, 5), True),
-        ((8, 9), True),
-        ((10, 3), True),
-        ((12, 1), True),
-        ((6, 1), False),
-    ],
-)
-def test_gpus_without_kernels_in_the_torch_build_are_refused(monkeypatch, capability, usable):
-    # what torch 2.14.1+cu130 reports (torch.cuda.get_arch_list()), on a machine with one GPU
-    monkeypatch.setattr(torch.version, "cuda", "13.0")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(
-        torch.cuda,
-        "get_arch_list",
-        lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
-    )
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capability)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla V100-SXM2-16GB")
-    if usable:
-        check_device("cuda", 1)
-    else:
-        major, minor = capability
-        with pytest.raises(
-            InputError, match=rf"compute capability {major}\.{minor}\) is not supported"
-        ):
-            check_device("cuda", 1)
-    with pytest.raises(InputError, match="--num-gpus 2 but torch sees 1 GPU"):
-        check_device("cuda", 2)
-    check_device("cpu", 1)  # no GPU needed
-
-
 # --- COCO-format datasets without detectron2's compiled ops -----------------------------------
-
-
-def _detectron2_is_compiled():
-    """Independently of disalign: the stand-in of `make install` is a .py file."""
-    import detectron2._C as C
-
-    return not C.__file__.endswith(".py")
-
-
-@pytest.fixture(scope="module")
-def coco_miniature(tmp_path_factory):
-    """The miniature LVIS val split as a COCO-format dataset, registered as detectron2 does it."""
-    DatasetCatalog.get("miniature_lvis_val")  # made on first use
-    meta = MetadataCatalog.get("miniature_lvis_val")
-    lvis = json.loads(open(meta.json_file).read())
-    images = lvis["images"][:40]
-    ids = {image["id"] for image in images}
-    coco = {
-        "images": [
-            {k: image[k] for k in ("id", "width", "height", "file_name")} for image in images
-        ],
-        "annotations": [{**a, "iscrowd": 0} for a in lvis["annotations"] if a["image_id"] in ids],
-        "categories": [{"id": c["id"], "name": c["name"]} for c in lvis["categories"]],
-    }
-    path = tmp_path_factory.mktemp("coco") / "instances_miniature_val.json"
-    path.write_text(json.dumps(coco))
-    name = "miniature_coco_val_test"
-    if name not in DatasetCatalog.list():
-        register_coco_instances(name, {}, str(path), os.path.join(meta.image_root, "val"))
-    return name, coco
-
-
-class _GroundTruthDetector(torch.nn.Module):
-    """Detects each ground-truth box of its image with score 1, except for ``skipped`` classes."""
-
-    def __init__(self, skipped=()):
-        super().__init__()
-        self.skipped = set(skipped)
-
-    def forward(self, inputs):
-        outputs = []
-        for x in inputs:
-            boxes = [a["bbox"] for a in x["annotations"] if a["category_id"] not in self.skipped]
-            classes = [
-                a["category_id"] for a in x["annotations"] if a["category_id"] not in self.skipped
-            ]
-            instances = Instances((x["height"], x["width"]))
-            instances.pred_boxes = Boxes(
-                BoxMode.convert(
-                    torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
-                    BoxMode.XYWH_ABS,
-                    BoxMode.XYXY_ABS,
-                )
-            )
-            instances.scores = torch.ones(len(boxes))
-            instances.pred_classes = torch.tensor(classes, dtype=torch.int64)
-            outputs.append({"instances": instances})
-        return outputs
-
-
-def test_coco_format_dataset_is_evaluated_without_compiled_ops(coco_miniature, tmp_path):
-    name, coco = coco_miniature
-    cfg = load_config(MINIATURE_DISALIGN)
-    evaluator = build_evaluator(cfg, name, str(tmp_path))
-    assert isinstance(evaluator, COCOEvaluator)
-    # the compiled fast AP only where detectron2 has its ops, else pycocotools' COCOeval
-    assert evaluator._use_fast_impl == _detectron2_is_compiled()
-    loader = build_detection_test_loader(DatasetCatalog.get(name), mapper=lambda d: d)
-    # every ground-truth box found: AP 100
-    results = inference_on_dataset(_GroundTruthDetector(), loader, evaluator)["bbox"]
-    assert results["AP"] == pytest.approx(100.0) and results["AP50"] == pytest.approx(100.0)
-    # the boxes of one class missed: its AP is 0, and the mean over the K classes with
-    # ground truth is 100 (K - 1) / K
-    present = sorted({a["category_id"] for a in coco["annotations"]})
-    missed = present[0]  # contiguous index = id - 1 (ids are 1..36)
-    evaluator.reset()
-    results = inference_on_dataset(_GroundTruthDetector([missed - 1]), loader, evaluator)["bbox"]
-    missed_name = next(c["name"] for c in coco["categories"] if c["id"] == missed)
-    assert results[f"AP-{missed_name}"] == pytest.approx(0.0)
-    assert results["AP"] == pytest.approx(100.0 * (len(present) - 1) / len(present))
 
 
 # --- stage 2 from detectron2's LVIS v0.5 model-zoo checkpoints --------------------------------
