@@ -83,13 +83,14 @@ test-d2main: $(D2MAIN_VENV)/.installed
 	$(D2MAIN_VENV)/bin/python -m pytest tests
 
 # mutation testing of the core modules (mutmut, in a scratch copy of the checkout; slow, not part
-# of `make test`): prints mutants, killed, survived and score per module, and the survivors;
-# MUTATION_ARGS="--modules grw" for some modules only (tools/mutation.py --help)
+# of `make test`): prints mutants, killed, survived and score per module, and the survivors, and
+# writes them to docs/mutation.md; MUTATION_ARGS="--modules grw" for some modules only
+# (tools/mutation.py --help)
 MUTMUT_VERSION := 3.8.1
 mutation: install
 	$(PYTHON) -c "import mutmut, sys; sys.exit(mutmut.__version__ != '$(MUTMUT_VERSION)')" \
 		2>/dev/null || $(PYTHON) -m pip install -q mutmut==$(MUTMUT_VERSION)
-	$(PYTHON) tools/mutation.py $(MUTATION_ARGS)
+	$(PYTHON) tools/mutation.py --report docs/mutation.md $(MUTATION_ARGS)
 
 clean-demo:
 	rm -rf output/demo output/demo-cls output/demo-seg

@@ -16,6 +16,7 @@ module names (``disalign.modeling.layers`` ...) are the ones the tests import.
     python tools/mutation.py                       # every module
     python tools/mutation.py --modules grw layers  # those whose path contains "grw" or "layers"
     python tools/mutation.py --keep                # keep the scratch copy, for `mutmut show NAME`
+    python tools/mutation.py --report docs/mutation.md   # also write the report in Markdown
 """
 
 import argparse
@@ -58,7 +59,15 @@ CORE_MODULES = [
             "tests/modeling/test_grw.py",
             "tests/modeling/test_fast_rcnn.py",
             ("tests/modeling/test_method_invariants.py", "count_by"),
-            ("tests/modeling/test_segmentation.py", "pixel_counts"),
+        ],
+        None,
+    ),
+    (
+        # the counts of images, instances and pixels per class, and their cache
+        "projects/DisAlign/disalign/data/class_counts.py",
+        [
+            "tests/data/test_class_counts.py",
+            ("tests/modeling/test_method_invariants.py", "count_by"),
         ],
         None,
     ),
@@ -277,6 +286,9 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     parser.add_argument("--verbose", action="store_true", help="show mutmut's own output")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--report", help="also write the results and every survivor's diff to this Markdown file"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -318,6 +330,9 @@ def main(argv=None):
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(reports, f, indent=1)
+            if args.report:
+                with open(args.report, "w") as f:
+                    f.write(markdown_report(reports, argv))
     finally:
         if args.keep:
             print(f"scratch copy kept in {tree} (cd there; mutmut show NAME)")
@@ -330,6 +345,43 @@ def main(argv=None):
     total = {"module": "all", **{k: sum(r[k] for r in reports) for k in ("mutants", "killed")}}
     print(_summary_line(dict(total, survived=total["mutants"] - total["killed"])))
     return 0
+
+
+def markdown_report(reports, argv=None):
+    """
+    The results of ``run_module`` (one per module) as a Markdown page: the command, a table of
+    mutants, killed (timeouts included), survived and score per module and in all, then the diff
+    of each survivor, to be read (an equivalent mutant, or a missing test).
+    """
+    command = " ".join(["python tools/mutation.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = [
+        "# Mutation testing report",
+        "",
+        f"Written by `{command}` (mutmut {MUTMUT_VERSION}); a timeout counts as killed.",
+        "",
+        "| Module | Mutants | Killed | Timeouts | Survived | Score | Time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        score = 100.0 * r["killed"] / max(r["mutants"], 1)
+        timeouts = r["statuses"].get("timeout", 0)
+        lines.append(
+            f"| `{r['module']}` | {r['mutants']} | {r['killed']} | {timeouts} | {r['survived']} "
+            f"| {score:.1f}% | {r['seconds']} s |"
+        )
+    mutants = sum(r["mutants"] for r in reports)
+    killed = sum(r["killed"] for r in reports)
+    score = 100.0 * killed / max(mutants, 1)
+    seconds = sum(r["seconds"] for r in reports)
+    lines.append(
+        f"| all | {mutants} | {killed} | | {mutants - killed} | {score:.1f}% | {seconds} s |"
+    )
+    for r in reports:
+        if r["survivors"]:
+            lines += ["", f"## Survivors in `{r['module']}`", ""]
+            for name, diff in r["survivors"].items():
+                lines += [f"`{name}`", "", "```diff", diff.rstrip("\n"), "```", ""]
+    return "\n".join(lines) + "\n"
 
 
 def _summary_line(r):
