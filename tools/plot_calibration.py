@@ -98,16 +98,6 @@ def alignment_modules(model: torch.nn.Module):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, DistributionAlignment)]
 
 
-def num_classes_of(cfg) -> int:
-    """K, the number of classes of the config's model (without the detection background)."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch == "DisAlignImageClassifier":
-        return cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
-    if arch == "DisAlignSemanticSegmentor":
-        return cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    return cfg.MODEL.ROI_HEADS.NUM_CLASSES
-
-
 def frequency_order(counts: Sequence[float]) -> np.ndarray:
     """
     Args:
@@ -247,6 +237,7 @@ def gather(cfg, model: torch.nn.Module, dataset: Optional[str] = None, max_image
     from detectron2.data import MetadataCatalog
 
     from disalign import InputError
+    from disalign.config import class_count_key
     from disalign.data import build_test_loader
     from disalign.data.class_counts import training_class_counts
 
@@ -255,7 +246,7 @@ def gather(cfg, model: torch.nn.Module, dataset: Optional[str] = None, max_image
             "the model has no DistributionAlignment: use a DisAlign config "
             "(MODEL.DISALIGN.CALIBRATION True)"
         )
-    k = num_classes_of(cfg)
+    _, k = class_count_key(cfg)
     count_by = cfg.MODEL.DISALIGN.GRW.COUNT_BY
     counts = np.asarray(training_class_counts(cfg.DATASETS.TRAIN, k, count_by))
     order = frequency_order(counts)

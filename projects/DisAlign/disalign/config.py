@@ -145,3 +145,17 @@ def add_disalign_config(cfg):
     # The box predictor's per-image cap while Fixed AP is on (-1: none); bounds the mask head's
     # work and memory per image.
     _C.TEST.FIXED_AP.DETS_PER_IMAGE = 1000
+
+
+def class_count_key(cfg):
+    """
+    The config key that holds the model's number of classes K (without the detection
+    background), and its value: ``("MODEL.ROI_HEADS.NUM_CLASSES", K)`` for the detectors,
+    ``MODEL.IMAGE_CLASSIFIER.NUM_CLASSES`` for the classifier, ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``
+    for the segmentor.
+    """
+    if cfg.MODEL.META_ARCHITECTURE == "DisAlignImageClassifier":
+        return "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
+    if cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor":
+        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES

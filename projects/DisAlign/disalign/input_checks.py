@@ -22,6 +22,7 @@ from .config import (
     COUNT_BY_CHOICES,
     LVIS_EVAL_BACKENDS,
     REDUCTION_CHOICES,
+    class_count_key,
 )
 
 __all__ = [
@@ -130,18 +131,9 @@ def _check_output_dir(path):
         raise InputError(f"OUTPUT_DIR '{path}' is not writable ({e.strerror})") from None
 
 
-def _class_count_key(cfg):
-    """(the config key of the model's number of classes, its value)"""
-    if cfg.MODEL.META_ARCHITECTURE == "DisAlignImageClassifier":
-        return "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES
-    if cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor":
-        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
-
-
 def _check_dataset_classes(cfg, names: Sequence[str]):
     """The config's class count must be each registered dataset's (its metadata's class list)."""
-    key_name, num_classes = _class_count_key(cfg)
+    key_name, num_classes = class_count_key(cfg)
     segmentation = cfg.MODEL.META_ARCHITECTURE == "DisAlignSemanticSegmentor"
     field = "stuff_classes" if segmentation else "thing_classes"
     for name in names:
