@@ -19,6 +19,7 @@ from disalign import (
     DisAlignSemanticSegmentor,
     alignment_parameter_names,
 )
+from disalign.config import class_count_key
 
 from conftest import MINIATURE_DISALIGN, REPO_ROOT, RecordingTrainer, load_config
 
@@ -156,3 +157,19 @@ def test_sample_config_trains_on_the_miniature(config):
         assert cls_losses | {"loss_mask", "loss_rpn_cls", "loss_rpn_loc"} <= losses
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and moved <= {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "config, key, num_classes",
+    [
+        ("LVIS-v1.0/mask_rcnn_R_50_FPN_1x_disalign.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 1203),
+        ("LVIS-v0.5/mask_rcnn_R_50_FPN_1x_baseline.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 1230),
+        ("Miniature-LT/resnet18_baseline.yaml", "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", 36),
+        ("ImageNet-LT/R_50_90e_baseline.yaml", "MODEL.IMAGE_CLASSIFIER.NUM_CLASSES", 1000),
+        ("Miniature-Seg/deeplabv3plus_R_18_baseline.yaml", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 20),
+        ("ADE20K/fcn_R_101_512x512_160k_baseline.yaml", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 150),
+    ],
+)
+def test_class_count_key_names_the_key_of_each_task(config, key, num_classes):
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", config))
+    assert class_count_key(cfg) == (key, num_classes)
