@@ -44,6 +44,7 @@ generation under a minute, once (docs/smoke_lvis.md).
 
 import argparse
 import json
+import math
 import os
 import pickle
 import re
@@ -883,7 +884,8 @@ class Smoke:
         self.runs[name] = run
         ok = watched.returncode == 0
         detail = f"log {run['log']}"
-        if ok and iterations is not None and iterations >= 3:
+        # detectron2 times an iteration from the third on: none in a resumed run of one
+        if ok and iterations is not None and math.isfinite(run["iteration_s"]):
             detail = (
                 f"{run['iteration_s']:.2f} s/iteration, peak RSS {run['peak_rss_mib']:.0f} MiB, "
                 f"total_loss {run['total_loss']:.3g}; " + detail
