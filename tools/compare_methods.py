@@ -7,8 +7,9 @@ DisAlign beside the decoupled long-tail baselines, all from the same stage-1 mod
 
 For each seed:
 1. stage 1: the demo's model (output/demo-cls/stage1, the SEED of its config; other seeds: those
-   of ``run_demo.py --seeds``, output/demo-cls/spread/seed<S>-threads<T>/stage1), trained by
-   train_net.py if missing; every run with --threads torch threads (default: the demos' 2);
+   of ``run_demo.py --seeds``, output/demo-cls/spread/seed<S>-threads<T>/stage1) when its
+   config.yaml equals what the stage-1 config gives now, else trained by train_net.py under
+   OUTPUT_DIR/seed<S>/stage1; every run with --threads torch threads (default: the demos' 2);
 2. the trained stage-2 methods, each a train_net.py run of its config from that model: DisAlign,
    cRT (classifier re-trained alone, class-balanced sampling), LWS (one scale per class,
    class-balanced sampling);
@@ -84,6 +85,29 @@ def load_config(config_file: str, opts: Sequence[str] = ()):
     return cfg
 
 
+def changed_keys(dumped_config: str, expected) -> List[str]:
+    """
+    The config keys whose value in a run's dumped ``config.yaml`` differs from ``expected`` (a
+    CfgNode), OUTPUT_DIR aside; every key when the file is missing.
+    """
+    if not os.path.isfile(os.path.join(REPO_ROOT, dumped_config)):
+        return ["config (no config.yaml)"]
+    used = load_config(dumped_config)
+
+    def flat(node, prefix=""):
+        items = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:  # YAML gives lists where the defaults hold tuples
+                items[f"{prefix}{key}"] = json.loads(json.dumps(value))
+        return items
+
+    used, expected = flat(used), flat(expected)
+    keys = sorted((set(used) | set(expected)) - {"OUTPUT_DIR"})
+    return [k for k in keys if used.get(k) != expected.get(k)]
+
+
 def run_train_net(name: str, config: str, output_dir: str, opts: Sequence[str], threads: int):
     """One train_net.py run with ``threads`` torch threads; returns its eval_results.json."""
     return run_stage(name, config, output_dir, list(opts), threads)[0]
@@ -95,7 +119,8 @@ def stage1_model(
     """
     The stage-1 model of ``seed`` (trained if missing) and its evaluation: without ``opts``, the
     demo's own (its config's SEED: OUTPUT/stage1; another seed: OUTPUT/spread/seed<S>-threads<T>/
-    stage1, as ``run_demo.py --seeds`` trains them), else OUTPUT_DIR/seed<seed>/stage1.
+    stage1, as ``run_demo.py --seeds`` trains them) if trained with the current config, else
+    OUTPUT_DIR/seed<seed>/stage1.
     """
     demo_output = task["demo"]["output"]
     own = os.path.join(output_dir, f"seed{seed}", "stage1")
@@ -106,14 +131,21 @@ def stage1_model(
         candidates = [os.path.join(demo_output, "stage1"), spread]
     else:
         candidates = [own, spread]
+    expected = load_config(task["stage1"], ["SEED", str(seed), *opts])
     for directory in candidates:
         weights = os.path.join(directory, "model_final.pth")
         results_file = os.path.join(REPO_ROOT, directory, "eval_results.json")
-        if os.path.isfile(os.path.join(REPO_ROOT, weights)) and os.path.isfile(results_file):
-            print(f"\n=== Stage 1 (seed {seed}): reusing {weights}", flush=True)
-            with open(results_file) as f:
-                return weights, json.load(f)
-    directory = candidates[0]
+        if not (os.path.isfile(os.path.join(REPO_ROOT, weights)) and os.path.isfile(results_file)):
+            continue
+        changed = changed_keys(os.path.join(directory, "config.yaml"), expected)
+        if changed:
+            print(f"\n=== Stage 1 (seed {seed}): not reusing {weights}, trained with another "
+                  f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}", flush=True)
+            continue
+        print(f"\n=== Stage 1 (seed {seed}): reusing {weights}", flush=True)
+        with open(results_file) as f:
+            return weights, json.load(f)
+    directory = own
     weights = os.path.join(directory, "model_final.pth")
     opts = ["--num-gpus", "1", "SEED", str(seed), *opts]
     return weights, run_train_net(

@@ -95,7 +95,10 @@ def test_compare_methods_takes_the_demos_stage1_models_of_each_seed(tmp_path, mo
     seed = compare_methods.load_config(compare_methods.TASKS["classification"]["stage1"]).SEED
     assert seed == 1  # the demo's config
     monkeypatch.setattr(compare_methods, "REPO_ROOT", str(tmp_path))
-    monkeypatch.setattr(compare_methods, "load_config", lambda config: SimpleNamespace(SEED=1))
+    monkeypatch.setattr(
+        compare_methods, "load_config", lambda config, opts=(): SimpleNamespace(SEED=1)
+    )
+    monkeypatch.setattr(compare_methods, "changed_keys", lambda dumped, expected: [])
     trained = []
     monkeypatch.setattr(
         compare_methods,
@@ -120,3 +123,41 @@ def test_compare_methods_takes_the_demos_stage1_models_of_each_seed(tmp_path, mo
     assert [t[0] for t in trained] == [os.path.join("cmp", f"seed{s}", "stage1") for s in (3, 2, 1)]
     assert [t[2] for t in trained] == [2, 1, 2]
     assert trained[2][1] == ["--num-gpus", "1", "SEED", "1", "SOLVER.MAX_ITER", "2"]
+
+
+def test_compare_methods_reuses_no_stage1_trained_with_another_config(tmp_path, monkeypatch):
+    task = compare_methods.TASKS["classification"]
+    expected = compare_methods.load_config(task["stage1"], ["SEED", "2"])
+    dumped = tmp_path / "config.yaml"
+    same = expected.clone()
+    same.OUTPUT_DIR = "elsewhere"
+    dumped.write_text(same.dump())
+    assert compare_methods.changed_keys(str(dumped), expected) == []
+    other = same.clone()
+    other.SOLVER.WARMUP_ITERS = expected.SOLVER.WARMUP_ITERS + 1
+    other.SEED = 3
+    dumped.write_text(other.dump())
+    assert compare_methods.changed_keys(str(dumped), expected) == ["SEED", "SOLVER.WARMUP_ITERS"]
+    assert compare_methods.changed_keys(str(tmp_path / "none.yaml"), expected) != []
+
+    # the spread's model of seed 2, trained with another config: trained again, in the
+    # comparison's own folder
+    monkeypatch.setattr(compare_methods, "REPO_ROOT", str(tmp_path))
+    read = compare_methods.load_config
+    monkeypatch.setattr(
+        compare_methods,
+        "load_config",
+        lambda config, opts=(): expected if config == task["stage1"] else read(config, opts),
+    )
+    spread = tmp_path / task["demo"]["output"] / "spread" / "seed2-threads2" / "stage1"
+    _stage1(spread, 2.0)
+    (spread / "config.yaml").write_text(other.dump())
+    trained = []
+    monkeypatch.setattr(
+        compare_methods,
+        "run_train_net",
+        lambda name, config, out, opts, threads: trained.append(out) or {},
+    )
+    weights, _ = compare_methods.stage1_model(task, 2, "cmp", [], 2)
+    assert trained == [os.path.join("cmp", "seed2", "stage1")]
+    assert weights == os.path.join("cmp", "seed2", "stage1", "model_final.pth")
