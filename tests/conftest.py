@@ -241,6 +241,17 @@ def train_net(*args, env=None):
     return run_script(os.path.join(REPO_ROOT, "train_net.py"), *args, env=env)
 
 
+def train_two_stages(baseline, disalign, output_dir, *opts, env=None):
+    """
+    Stage 1 with the config ``baseline`` into ``output_dir``/s1, then stage 2 with ``disalign``
+    from its model_final.pth into ``output_dir``/s2; both with ``opts``. Asserts both succeed.
+    """
+    ok(train_net("--config-file", baseline, *opts, "OUTPUT_DIR", output_dir / "s1", env=env))
+    weights = output_dir / "s1" / "model_final.pth"
+    stage2 = ("--config-file", disalign, *opts, "MODEL.WEIGHTS", weights)
+    ok(train_net(*stage2, "OUTPUT_DIR", output_dir / "s2", env=env))
+
+
 @pytest.fixture(scope="session")
 def miniature_stage1(tmp_path_factory, small_lvis_val):
     """

@@ -12,7 +12,7 @@ import pytest
 import torch
 from detectron2.data import MetadataCatalog
 
-from conftest import REPO_ROOT, ok, split_file_class_counts, train_net
+from conftest import REPO_ROOT, split_file_class_counts, train_net, train_two_stages
 
 BASELINE = os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_baseline.yaml")
 DISALIGN = os.path.join(REPO_ROOT, "configs/Miniature-LT/resnet18_disalign.yaml")
@@ -23,20 +23,7 @@ def test_train_net_two_stages(tmp_path, small_lt_test):
     fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
     env = small_lt_test  # evaluated on 4 test images per class
 
-    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1", env=env))
-    weights = tmp_path / "s1/model_final.pth"
-    ok(
-        train_net(
-            "--config-file",
-            DISALIGN,
-            *fast,
-            "MODEL.WEIGHTS",
-            weights,
-            "OUTPUT_DIR",
-            tmp_path / "s2",
-            env=env,
-        )
-    )
+    train_two_stages(BASELINE, DISALIGN, tmp_path, *fast, env=env)
     # the accuracies, by hand from the saved predictions and the training split's counts:
     # many > 100 training images, medium 20-100, few < 20
     train_counts = split_file_class_counts(MetadataCatalog.get("miniature_lt_train").json_file, 36)

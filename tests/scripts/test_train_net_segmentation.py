@@ -12,7 +12,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from PIL import Image
 
-from conftest import REPO_ROOT, ok, train_net
+from conftest import REPO_ROOT, train_two_stages
 
 BASELINE = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml")
 DISALIGN = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml")
@@ -23,20 +23,7 @@ def test_train_net_two_stages(tmp_path, small_seg_val):
     fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
     env = small_seg_val  # evaluated on val images that hold every class
 
-    ok(train_net("--config-file", BASELINE, *fast, "OUTPUT_DIR", tmp_path / "s1", env=env))
-    weights = tmp_path / "s1/model_final.pth"
-    ok(
-        train_net(
-            "--config-file",
-            DISALIGN,
-            *fast,
-            "MODEL.WEIGHTS",
-            weights,
-            "OUTPUT_DIR",
-            tmp_path / "s2",
-            env=env,
-        )
-    )
+    train_two_stages(BASELINE, DISALIGN, tmp_path, *fast, env=env)
     # the group means are the means of detectron2's per-class IoU / accuracy over each group's
     # classes that have pixels in the val set (NaN per-class values)
     names = MetadataCatalog.get("miniature_seg_val").stuff_classes
