@@ -19,8 +19,9 @@ For each seed:
    computed once and shared by the three; the logits come from the model's own
    ``classify_features`` with the config's post-hoc classifier.
 
-Prints top-1 / Many / Medium / Few per method (with --seeds N > 1: mean +- std over the seeds) and
-writes OUTPUT_DIR/results.json, one entry per method (per-seed values, tuned tau included).
+Prints top-1 / Many / Medium / Few per method (with --seeds N > 1: mean +- std over the seeds),
+writes OUTPUT_DIR/results.json, one entry per method (per-seed values, tuned tau included), and
+draws the four numbers of every method into OUTPUT_DIR/groups.png.
 Trailing KEY VALUE pairs are passed to every train_net.py run (e.g. SOLVER.MAX_ITER 10 for a
 quick check); stage 1 is then trained under OUTPUT_DIR, never taken from the demo.
 
@@ -338,6 +339,37 @@ def summarize(per_seed: List[Dict[str, Dict]], seeds: Sequence[int]) -> Dict[str
     return summary
 
 
+def plot_groups(summary: Dict[str, Dict], title: str, path: str):
+    """
+    One group of bars per metric (top-1 and each frequency group), one bar per method: the mean
+    over the seeds, with the standard deviation as an error bar. Written to ``path`` (PNG);
+    returns the figure's axes.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    methods = list(summary)
+    width = 0.8 / len(methods)
+    fig = Figure(figsize=(9, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, method in enumerate(methods):
+        entry = summary[method]
+        positions = np.arange(len(METRICS)) + (i - (len(methods) - 1) / 2) * width
+        means = [entry[m] for m in METRICS]
+        stds = [entry[f"{m}_std"] for m in METRICS]
+        ax.bar(positions, means, width, yerr=stds, capsize=2, label=method)
+    ax.set_xticks(np.arange(len(METRICS)))
+    ax.set_xticklabels(COLUMNS)
+    ax.set_ylabel("accuracy (%)")
+    seeds = summary[methods[0]]["seeds"]
+    ax.set_title(f"{title}\nmean and std over stage-1 seeds {seeds}", fontsize=9)
+    ax.legend(fontsize=7, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, -0.3))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return ax
+
+
 def format_table(summary: Dict[str, Dict], num_seeds: int) -> str:
     rows = []
     for method, entry in summary.items():
@@ -389,6 +421,8 @@ def main():
     results_file = os.path.join(output_dir, "results.json")
     with open(os.path.join(REPO_ROOT, results_file), "w") as f:
         json.dump(summary, f, indent=2)
+    plot_file = os.path.join(output_dir, "groups.png")
+    plot_groups(summary, task["title"], os.path.join(REPO_ROOT, plot_file))
     minutes = (time.perf_counter() - start) / 60
     cpu_minutes = sum(
         usage.ru_utime + usage.ru_stime
@@ -399,7 +433,7 @@ def main():
     print(format_table(summary, len(seeds)))
     print(
         f"\ntotal {minutes:.1f} min ({cpu_minutes:.1f} CPU min, all processes); written to "
-        f"{results_file}"
+        f"{results_file} and {plot_file}"
     )
 
 

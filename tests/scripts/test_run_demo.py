@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from matplotlib.container import BarContainer
 
 from conftest import REPO_ROOT
 
@@ -161,3 +162,26 @@ def test_compare_methods_reuses_no_stage1_trained_with_another_config(tmp_path, 
     weights, _ = compare_methods.stage1_model(task, 2, "cmp", [], 2)
     assert trained == [os.path.join("cmp", "seed2", "stage1")]
     assert weights == os.path.join("cmp", "seed2", "stage1", "model_final.pth")
+
+
+def test_compare_methods_plots_each_methods_mean_and_std_per_group(tmp_path):
+    summary = {}
+    for offset, method in enumerate(["Joint (stage 1)", "DisAlign"]):
+        entry = {"seeds": [1, 2]}
+        for k, metric in enumerate(compare_methods.METRICS):
+            entry[metric] = 10.0 * k + offset
+            entry[f"{metric}_std"] = 0.5 + offset
+        summary[method] = entry
+    path = tmp_path / "groups.png"
+    ax = compare_methods.plot_groups(summary, "title", str(path))
+    assert path.stat().st_size > 0
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == [0.0, 10.0, 20.0, 30.0, 1.0, 11.0, 21.0, 31.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["top-1", "Many", "Medium", "Few"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(summary)
+    # the error bars: one segment per bar, from mean - std to mean + std
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    segments = [seg for c in bars for seg in c.errorbar.lines[2][0].get_segments()]
+    assert [tuple(s[:, 1]) for s in segments] == [
+        (m - 0.5 - o, m + 0.5 + o) for o in (0, 1) for m in (0.0 + o, 10.0 + o, 20.0 + o, 30.0 + o)
+    ]
