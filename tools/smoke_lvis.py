@@ -566,6 +566,11 @@ def write_weights(folder, zoo_config):
 # measurements in fresh processes: GRW's class counting, the model build
 
 
+# what a GPU holds besides the tensors (CUDA context, cuDNN workspace): an assumed round number
+# for the memory estimate, not a measurement
+GPU_CONTEXT_MIB = 1024
+
+
 def _rss_mib():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
@@ -709,6 +714,7 @@ class Watched:
         self.log_path = log_path
         self.marks = {}  # first arrival time (s from start) of lines of interest
         self.peak_rss = self.train_rss = self.workers_pss = 0
+        self.train_start_rss = 0  # RSS at the first sample after "Starting training"
         self.start = time.perf_counter()
         self.training = False
         self.process = subprocess.Popen(
@@ -749,7 +755,9 @@ class Watched:
         while self.process.poll() is None:
             self.peak_rss = max(self.peak_rss, _proc_kib(pid, "VmHWM:"))
             if self.training:
-                self.train_rss = max(self.train_rss, _proc_kib(pid, "VmRSS:"))
+                rss = _proc_kib(pid, "VmRSS:")
+                self.train_start_rss = self.train_start_rss or rss
+                self.train_rss = max(self.train_rss, rss)
                 pss = sum(_proc_kib(c, "Pss:", "smaps_rollup") for c in _children(pid))
                 self.workers_pss = max(self.workers_pss, pss)
             time.sleep(0.2)
@@ -863,6 +871,9 @@ class Smoke:
             "cpu_s": cpu_s,
             "peak_rss_mib": watched.peak_rss / 1024,
             "train_rss_mib": watched.train_rss / 1024,
+            "train_start_rss_mib": watched.train_start_rss / 1024,
+            # what the iterations added: activations, gradients and the optimizer's momentum
+            "iterations_added_mib": (watched.train_rss - watched.train_start_rss) / 1024,
             "workers_pss_mib": watched.workers_pss / 1024,
             "iteration_s": metrics.get("time", float("nan")),
             "data_time_s": metrics.get("data_time", float("nan")),
@@ -1127,6 +1138,25 @@ class Smoke:
                     f"loading grew {large['load_s'] / small['load_s']:.1f}x and GRW's counting "
                     f"{large['count_images_s'] / small['count_images_s']:.1f}x: both linear."
                 )
+        if s1 and s2 and self.build and self.args.device == "cpu":
+            weights_mib = max(b["parameters"] for b in self.build.values()) * 4 / 2 ** 20
+            gib = lambda run: (  # noqa: E731
+                run["iterations_added_mib"] + weights_mib + GPU_CONTEXT_MIB
+            ) / 1024
+            notes.append(
+                "* GPU memory, estimated from these CPU runs: the configs' batch, 16 images over 8 "
+                "GPUs, is these runs' 2 per GPU, at LVIS's image sizes (COCO's, resized to the "
+                "shipped shorter side of 640-800). The iterations added "
+                f"{s1['iterations_added_mib']:.0f} MiB (stage 1) and "
+                f"{s2['iterations_added_mib']:.0f} MiB (stage 2) to the process: one step's "
+                "activations, gradients and momentum. A GPU holds those, the weights "
+                f"({weights_mib:.0f} MiB: parameters x 4 bytes) and its CUDA context and cuDNN "
+                f"workspace, taken as {GPU_CONTEXT_MIB / 1024:.0f} GiB: about {gib(s1):.1f} GiB "
+                f"(stage 1) and {gib(s2):.1f} GiB (stage 2) per GPU, "
+                + ("within" if max(gib(s1), gib(s2)) < 16 else "beyond")
+                + " a 16 GB GPU. An estimate: the GPU's kernels and its caching allocator keep "
+                "other amounts; on a GPU, detectron2's log prints the measured `max_mem`."
+            )
         if s1:
             notes.append(
                 '* detectron2\'s "Overall training speed" divides the time of the iterations '
@@ -1201,7 +1231,9 @@ class Smoke:
                 ("wall time of the run", "seconds", "s"),
                 ("CPU time of the run (process and workers)", "cpu_s", "s"),
                 ("peak RSS of the process (VmHWM)", "peak_rss_mib", "MiB"),
+                ("RSS when the iterations start", "train_start_rss_mib", "MiB"),
                 ("RSS during the iterations (peak)", "train_rss_mib", "MiB"),
+                ("what the iterations added (peak minus start)", "iterations_added_mib", "MiB"),
                 (
                     "data-loader workers' PSS during the iterations (sum, peak)",
                     "workers_pss_mib",

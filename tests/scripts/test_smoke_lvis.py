@@ -1,11 +1,14 @@
 """
 The generator of tools/smoke_lvis.py (`make smoke-lvis`), on small versions of its splits:
 LVIS' category split, counts in each frequency group's range, exact sizes, valid polygons, and
-files that detectron2's own LVIS loader reads.
+files that detectron2's own LVIS loader reads; and what its runs measure: the memory a training
+run's iterations add, and the GPU memory estimated from it.
 """
 
+import argparse
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -100,3 +103,38 @@ def test_grw_measurement_counts_the_file_and_matches_its_category_counts(tmp_pat
     assert result["images_match"] and result["instances_match"]
     assert (result["images"], result["annotations"]) == (6, 90)
     assert not (tmp_path / "cache").exists()
+
+
+def test_watched_run_measures_what_its_iterations_add(tmp_path):
+    """The RSS at "Starting training" and the peak until "Total training time": a child that
+    holds 100 MiB before the first line and allocates 200 MiB between the two adds 200 MiB."""
+    child = (
+        "import time\n"
+        "before = bytearray(100 * 2**20); before[::4096] = b'x' * len(before[::4096])\n"
+        "print('Starting training from iteration 0', flush=True); time.sleep(1.0)\n"
+        "block = bytearray(200 * 2**20); block[::4096] = b'x' * len(block[::4096])\n"
+        "time.sleep(1.0); print('Total training time', flush=True); time.sleep(0.5)\n"
+    )
+    watched = smoke_lvis.Watched(
+        [sys.executable, "-c", child], dict(os.environ), str(tmp_path / "log")
+    )
+    assert watched.returncode == 0
+    added_mib = (watched.train_rss - watched.train_start_rss) / 1024
+    assert 190 <= added_mib <= 215, added_mib
+
+
+def test_gpu_memory_estimate_adds_the_weights_and_the_context(tmp_path):
+    args = argparse.Namespace(output_dir=str(tmp_path), datasets_dir=None, device="cpu")
+    smoke = smoke_lvis.Smoke(args)
+    smoke.runs = {
+        "stage 1": {"iterations_added_mib": 3000.0, "dataset_loads": 1},
+        "stage 2": {"iterations_added_mib": 500.0, "dataset_loads": 1},
+    }
+    smoke.build = {"baseline.yaml": {"parameters": 50_000_000}}
+    # (3000 + 50e6 * 4 / 2**20 + 1024) / 1024 = 4.12; (500 + 190.7 + 1024) / 1024 = 1.67
+    (note,) = [n for n in smoke.observations() if "GPU memory" in n]
+    assert "(191 MiB: parameters x 4 bytes)" in note
+    assert "about 4.1 GiB (stage 1) and 1.7 GiB (stage 2) per GPU, within a 16 GB GPU" in note
+    smoke.runs["stage 1"]["iterations_added_mib"] = 16_000.0
+    (note,) = [n for n in smoke.observations() if "GPU memory" in n]
+    assert "about 16.8 GiB (stage 1)" in note and "beyond a 16 GB GPU" in note
