@@ -1154,8 +1154,12 @@ class Smoke:
                 f"workspace, taken as {GPU_CONTEXT_MIB / 1024:.0f} GiB: about {gib(s1):.1f} GiB "
                 f"(stage 1) and {gib(s2):.1f} GiB (stage 2) per GPU, "
                 + ("within" if max(gib(s1), gib(s2)) < 16 else "beyond")
-                + " a 16 GB GPU. An estimate: the GPU's kernels and its caching allocator keep "
-                "other amounts; on a GPU, detectron2's log prints the measured `max_mem`."
+                + " a 16 GB GPU. An estimate: the CPU's high-water mark holds the forward "
+                "pass's transient tensors and what the allocator keeps after freeing them, not "
+                "only what backward needs (which is why stage 2, whose frozen trunk records "
+                "nothing for backward, can add about as much as stage 1), and a GPU's kernels "
+                "and caching allocator keep other amounts; on a GPU, detectron2's log prints the "
+                "measured `max_mem`."
             )
         if s1:
             notes.append(
