@@ -48,6 +48,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 
 from run_demo import DEMO_THREADS  # noqa: E402
+from run_demo import flatten  # noqa: E402
 from run_demo import run_stage  # noqa: E402
 from run_demo import TASKS as DEMO_TASKS  # noqa: E402
 
@@ -93,18 +94,11 @@ def changed_keys(dumped_config: str, expected) -> List[str]:
     """
     if not os.path.isfile(os.path.join(REPO_ROOT, dumped_config)):
         return ["config (no config.yaml)"]
-    used = load_config(dumped_config)
-
-    def flat(node, prefix=""):
-        items = {}
-        for key, value in node.items():
-            if isinstance(value, dict):
-                items.update(flat(value, f"{prefix}{key}."))
-            else:  # YAML gives lists where the defaults hold tuples
-                items[f"{prefix}{key}"] = json.loads(json.dumps(value))
-        return items
-
-    used, expected = flat(used), flat(expected)
+    # through JSON: YAML gives lists where the defaults hold tuples
+    used, expected = (
+        flatten(json.loads(json.dumps(cfg)), separator=".")
+        for cfg in (load_config(dumped_config), expected)
+    )
     keys = sorted((set(used) | set(expected)) - {"OUTPUT_DIR"})
     return [k for k in keys if used.get(k) != expected.get(k)]
 

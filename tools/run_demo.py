@@ -117,11 +117,13 @@ def draw_per_class_ap(stage1_dir, stage2_dir, output):
     subprocess.run(command, cwd=REPO_ROOT, check=True)
 
 
-def _flatten(results, prefix=""):
+def flatten(results, prefix="", separator=" "):
+    """A nested dict as one level: {"bbox": {"AP": 1}} -> {"bbox AP": 1} (keys joined by
+    ``separator``)."""
     flat = {}
     for key, value in results.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key} "))
+            flat.update(flatten(value, f"{prefix}{key}{separator}", separator))
         else:
             flat[prefix + key] = value
     return flat
@@ -133,8 +135,8 @@ def format_table(results, groups=None):
     def chosen(run):
         return {k: v for k, v in run.items() if groups is None or k in groups}
 
-    baseline = _flatten(chosen(results["baseline"]))
-    disalign = _flatten(chosen(results["disalign"]))
+    baseline = flatten(chosen(results["baseline"]))
+    disalign = flatten(chosen(results["disalign"]))
     rows = [
         ["Baseline", *baseline.values()],
         ["DisAlign", *disalign.values()],
@@ -175,7 +177,7 @@ def spread(runs):
     ddof 1; 0 for a single run).
     """
     flat = {
-        name: {k: _flatten(run[k]) for k in ("baseline", "disalign")} for name, run in runs.items()
+        name: {k: flatten(run[k]) for k in ("baseline", "disalign")} for name, run in runs.items()
     }
     metrics = next(iter(flat.values()))["baseline"]
     table = {}
