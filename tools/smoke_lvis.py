@@ -872,7 +872,7 @@ class Smoke:
             "peak_rss_mib": watched.peak_rss / 1024,
             "train_rss_mib": watched.train_rss / 1024,
             "train_start_rss_mib": watched.train_start_rss / 1024,
-            # what the iterations added: activations, gradients and the optimizer's momentum
+            # what the iterations added to the RSS: what a training step holds, at its peak
             "iterations_added_mib": (watched.train_rss - watched.train_start_rss) / 1024,
             "workers_pss_mib": watched.workers_pss / 1024,
             "iteration_s": metrics.get("time", float("nan")),
@@ -1148,11 +1148,11 @@ class Smoke:
                 "GPUs, is these runs' 2 per GPU, at LVIS's image sizes (COCO's, resized to the "
                 "shipped shorter side of 640-800). The iterations added "
                 f"{s1['iterations_added_mib']:.0f} MiB (stage 1) and "
-                f"{s2['iterations_added_mib']:.0f} MiB (stage 2) to the process: one step's "
-                "activations, gradients and momentum. A GPU holds those, the weights "
-                f"({weights_mib:.0f} MiB: parameters x 4 bytes) and its CUDA context and cuDNN "
-                f"workspace, taken as {GPU_CONTEXT_MIB / 1024:.0f} GiB: about {gib(s1):.1f} GiB "
-                f"(stage 1) and {gib(s2):.1f} GiB (stage 2) per GPU, "
+                f"{s2['iterations_added_mib']:.0f} MiB (stage 2) to the process's RSS at their "
+                "peak: what a training step holds. Add the weights "
+                f"({weights_mib:.0f} MiB: parameters x 4 bytes) and a GPU's CUDA context and "
+                f"cuDNN workspace, taken as {GPU_CONTEXT_MIB / 1024:.0f} GiB: about "
+                f"{gib(s1):.1f} GiB (stage 1) and {gib(s2):.1f} GiB (stage 2) per GPU, "
                 + ("within" if max(gib(s1), gib(s2)) < 16 else "beyond")
                 + " a 16 GB GPU. An estimate: the CPU's high-water mark holds the forward "
                 "pass's transient tensors and what the allocator keeps after freeing them, not "
