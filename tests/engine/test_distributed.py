@@ -153,3 +153,31 @@ def test_launch_on_the_cpu_points_to_torchrun():
         "error: this detectron2's launch needs CUDA for --num-gpus 2; on the CPU, start the "
         "processes with: torchrun --nproc_per_node 2 train_net.py ..."
     )
+
+
+LEAVE_SCRIPT = """
+import sys, time
+import torch.distributed as dist
+from disalign.engine import torchrun_process_group
+
+with torchrun_process_group("cpu"):
+    rank = dist.get_rank()
+    if rank == 0:  # the main process alone computes the metrics
+        time.sleep(2)
+    finished = time.time()
+left = time.time()
+with open({out!r} + str(rank), "w") as f:
+    f.write(f"{{finished}} {{left}}")
+"""
+
+
+def test_processes_leave_the_group_together(tmp_path):
+    # a process that tears down its side of the group while the main one still works may abort
+    script, out = tmp_path / "leave.py", tmp_path / "times"
+    script.write_text(LEAVE_SCRIPT.format(out=str(out)))
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(script)])  # fmt: skip
+    main_finished, _ = map(float, (tmp_path / "times0").read_text().split())
+    other_finished, other_left = map(float, (tmp_path / "times1").read_text().split())
+    assert main_finished - other_finished > 1.5  # the other process was done 2 s earlier
+    assert other_left >= main_finished  # and waited for the main one

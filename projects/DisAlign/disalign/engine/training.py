@@ -118,10 +118,14 @@ def torchrun_process_group(device: str):
     """
     :func:`init_distributed_from_torchrun` for the duration of the block, then leave the process
     group. A gloo process that exits without destroying its group may abort at interpreter exit
-    ("terminate called without an active exception") while its worker threads still run.
+    ("terminate called without an active exception") while its worker threads still run. The
+    group is left together: after an evaluation, the other processes wait at a barrier for the
+    main one, which alone computes the metrics, instead of tearing down their side of the
+    group while it still runs (PyTorch asks every rank to destroy a group at the same point).
     """
     init_distributed_from_torchrun(device)
     try:
         yield
+        comm.synchronize()  # not after an error: the failed process's peers are stopped anyway
     finally:
         dist.destroy_process_group()
