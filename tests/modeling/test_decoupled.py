@@ -18,6 +18,7 @@ from detectron2.solver import build_optimizer
 from torch.nn import functional as F
 
 from disalign.engine.checkpoint import SafeDetectionCheckpointer
+from disalign.input_checks import InputError
 from disalign.modeling.decoupled import (
     PostHocClassifier,
     adjusted_logits,
@@ -26,7 +27,7 @@ from disalign.modeling.decoupled import (
     tau_normalized_weight,
 )
 
-from conftest import REPO_ROOT, load_config
+from conftest import REPO_ROOT, json_class_counts, load_config
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 import compare_methods  # noqa: E402
@@ -300,3 +301,56 @@ def test_detector_crt_reinitialises_only_the_box_classifier(tmp_path):
         assert torch.equal(value, expected), key
     weight = "roi_heads.box_predictor.cls_score.weight"
     assert not torch.equal(fresh[weight], stage1.state_dict()[weight])
+
+
+def _detector_predictor(config, *opts):
+    cfg = load_config(
+        os.path.join(REPO_ROOT, "configs", "Miniature-LVIS", config),
+        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    predictor = build_model(cfg).roi_heads.box_predictor
+    with torch.no_grad():
+        predictor.cls_score.bias.normal_()
+    return cfg, predictor
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0])
+def test_detector_tau_norm_changes_only_the_foreground_logits(tau):
+    _, predictor = _detector_predictor("mask_rcnn_R_18_FPN_tau_norm.yaml", "MODEL.DECOUPLED.TAU",
+                                       str(tau))  # fmt: skip
+    weight, bias = predictor.cls_score.weight.detach(), predictor.cls_score.bias.detach()
+    k = weight.shape[0] - 1
+    x = torch.randn(5, weight.shape[1], generator=torch.Generator().manual_seed(1))
+    predictor.eval()
+    with torch.no_grad():
+        scores, _ = predictor(x)
+        train_scores, _ = predictor.train()(x)
+    for j in range(k):  # foreground: normalised rows, no bias
+        norm = math.sqrt(sum(float(v) ** 2 for v in weight[j]))
+        torch.testing.assert_close(scores[:, j], x @ weight[j] / norm**tau)
+    torch.testing.assert_close(scores[:, k], x @ weight[k] + bias[k])  # background: stage 1's
+    torch.testing.assert_close(train_scores, x @ weight.T + bias)  # training: the plain head
+
+
+def test_detector_logit_adjustment_by_hand():
+    cfg, predictor = _detector_predictor(
+        "mask_rcnn_R_18_FPN_logit_adjustment.yaml", "MODEL.DECOUPLED.TAU", "0.7"
+    )
+    counts = json_class_counts(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).json_file, "images")
+    x = torch.randn(5, predictor.cls_score.in_features, generator=torch.Generator().manual_seed(1))
+    predictor.eval()
+    with torch.no_grad():
+        scores, _ = predictor(x)
+        plain = predictor.cls_score(x)
+    k = len(counts)
+    for j in range(k):
+        log_prior = math.log(max(counts[j], 1) / sum(max(n, 1) for n in counts))
+        torch.testing.assert_close(scores[:, j], plain[:, j] - 0.7 * log_prior)
+    torch.testing.assert_close(scores[:, k], plain[:, k])
+    assert min(counts) < max(counts)  # the adjustment is not a constant shift
+
+
+def test_detector_refuses_ncm():
+    with pytest.raises(InputError, match="'ncm' is for image classification"):
+        _detector_predictor("mask_rcnn_R_18_FPN_tau_norm.yaml", "MODEL.DECOUPLED.POST_HOC", "ncm")

@@ -333,3 +333,20 @@ def test_negative_seed_is_warned_in_log_txt(stages, tmp_path):
     warning = "SEED is negative: the training stream is random"
     assert "disalign.data.resumable WARNING: " + warning in (tmp_path / "log.txt").read_text()
     assert warning in run.stdout
+
+
+def test_post_hoc_detector_evaluates_the_stage1_checkpoint(miniature_stage1, small_lvis_val, tmp_path):
+    # logit adjustment with tau 0 is stage 1 itself: the same numbers through the post-hoc path
+    stage1, _ = miniature_stage1
+    config = os.path.join(REPO_ROOT, "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_logit_adjustment.yaml")
+    result = ok(
+        train_net(
+            "--config-file", config, "--eval-only", *FAST, "MODEL.DECOUPLED.TAU", "0.0",
+            "MODEL.WEIGHTS", stage1 / "model_final.pth", "OUTPUT_DIR", tmp_path,
+            env=small_lvis_val[0],
+        )
+    )  # fmt: skip
+    assert "(post_hoc): PostHocClassifier(method=logit_adjustment, tau=0.0)" in result.stdout
+    assert json.loads((tmp_path / "eval_results.json").read_text()) == json.loads(
+        (stage1 / "eval_results.json").read_text()
+    )

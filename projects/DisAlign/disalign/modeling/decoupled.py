@@ -148,6 +148,7 @@ class PostHocClassifier(nn.Module):
                 f"MODEL.DECOUPLED.POST_HOC must be one of {POST_HOC_CHOICES}, got '{method}'"
             )
         self.method = method
+        self.num_classes = num_classes
         self.tau = float(tau)
         self._class_counts = class_counts
         self._counts = None
@@ -180,18 +181,25 @@ class PostHocClassifier(nn.Module):
         """
         Args:
             features: x, shape (R, D).
-            cls_score: the trained classifier, (R, D) -> (R, K).
+            cls_score: the trained classifier, (R, D) -> (R, C): C = K, or K + 1 in detection,
+                whose last logit (background) is passed on unchanged.
 
         Returns:
-            Tensor: the logits, shape (R, K).
+            Tensor: the logits, shape (R, C).
         """
-        if self.method == "tau_norm":
+        k = self.num_classes
+        if self.method == "ncm":
+            if self.needs_class_means:
+                raise RuntimeError("NCM's class means are not computed")
+            return ncm_logits(features, self.class_means)
+        if self.method == "tau_norm" and cls_score.weight.shape[0] == k:
             return F.linear(features, tau_normalized_weight(cls_score.weight, self.tau))
-        if self.method == "logit_adjustment":
-            return adjusted_logits(cls_score(features), self.class_counts(), self.tau)
-        if self.needs_class_means:
-            raise RuntimeError("NCM's class means are not computed")
-        return ncm_logits(features, self.class_means)
+        logits = cls_score(features)
+        if self.method == "tau_norm":
+            foreground = F.linear(features, tau_normalized_weight(cls_score.weight[:k], self.tau))
+        else:
+            foreground = adjusted_logits(logits[:, :k], self.class_counts(), self.tau)
+        return torch.cat([foreground, logits[:, k:]], dim=1)
 
     def extra_repr(self) -> str:
         return f"method={self.method}, tau={self.tau}"
@@ -217,13 +225,14 @@ def build_post_hoc_classifier(
         )
     from .grw import training_class_counts
 
-    names = tuple(cfg.DATASETS.TRAIN)
+    # the frequencies GRW counts: images per class (LVIS' image_count in detection), or pixels
+    names, count_by = tuple(cfg.DATASETS.TRAIN), cfg.MODEL.DISALIGN.GRW.COUNT_BY
     return PostHocClassifier(
         d.POST_HOC,
         num_classes,
         in_features,
         tau=d.TAU,
-        class_counts=lambda: training_class_counts(names, num_classes, "images"),
+        class_counts=lambda: training_class_counts(names, num_classes, count_by),
     )
 
 

@@ -17,7 +17,9 @@ from detectron2.layers import ShapeSpec, cat, cross_entropy
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 
 from ..compat import requests_sigmoid_or_federated_loss
+from ..input_checks import InputError
 from .alignment import skips_frozen_work
+from .decoupled import PostHocClassifier, build_post_hoc_classifier
 from .grw import GRWCrossEntropy, grw_loss_from_config
 from .layers import DistributionAlignment, build_alignment, build_cls_head
 
@@ -31,7 +33,9 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
     * the classifier head: dot-product (detectron2's nn.Linear) or cosine;
     * the distribution alignment of the foreground logits (alpha, beta, confidence sigma(x)),
       the background logit left unchanged;
-    * GRW-weighted cross-entropy as the classification loss.
+    * GRW-weighted cross-entropy as the classification loss;
+    * at inference, a post-hoc classifier of the foreground logits (tau-normalisation or logit
+      adjustment, ``MODEL.DECOUPLED.POST_HOC``), the background logit left unchanged.
 
     Box regression, inference (box decoding, score threshold, NMS, top-k) and the softmax over the
     (aligned) logits are detectron2's own.
@@ -46,6 +50,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         cosine_scale: float = 20.0,
         alignment: Optional[DistributionAlignment] = None,
         grw: Optional[GRWCrossEntropy] = None,
+        post_hoc: Optional[PostHocClassifier] = None,
         **kwargs,
     ):
         """
@@ -57,6 +62,8 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 foreground-only, or K + 1), reading the (R, D) box features; None: plain scores.
             grw (GRWCrossEntropy or None): the GRW classification loss over the K foreground
                 classes and the background (``num_unweighted=1``); None uses plain cross-entropy.
+            post_hoc (PostHocClassifier or None): replaces the K foreground logits of
+                ``cls_score`` at inference ("tau_norm" or "logit_adjustment"); None: not.
         """
         super().__init__(input_shape, **kwargs)
         if isinstance(input_shape, int):
@@ -70,6 +77,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         if grw is not None and (grw.num_classes, grw.num_unweighted) != (self.num_classes, 1):
             raise ValueError(f"the GRW loss must cover {self.num_classes} classes + background")
         self.grw = grw
+        self.post_hoc = post_hoc
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -77,6 +85,11 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             raise ValueError(
                 "DisAlign's box predictor uses softmax cross-entropy: set "
                 "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE and USE_FED_LOSS to False"
+            )
+        if cfg.MODEL.DECOUPLED.POST_HOC == "ncm":
+            raise InputError(
+                "MODEL.DECOUPLED.POST_HOC 'ncm' is for image classification; a detector takes "
+                "'tau_norm' or 'logit_adjustment'"
             )
         ret = super().from_config(cfg, input_shape)
         d = cfg.MODEL.DISALIGN
@@ -90,6 +103,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                     cfg, num_classes if d.FOREGROUND_ONLY else num_classes + 1, input_size
                 ),
                 "grw": grw_loss_from_config(cfg, num_classes, num_unweighted=1),
+                "post_hoc": build_post_hoc_classifier(cfg, d.CLS_HEAD, num_classes, input_size),
             }
         )
         if cfg.TEST.FIXED_AP.ENABLED:  # more per image: the evaluator's top K per category
@@ -108,7 +122,10 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         """
         if x.dim() > 2:
             x = torch.flatten(x, start_dim=1)
-        scores = self.cls_score(x)
+        if self.post_hoc is not None and not self.training:
+            scores = self.post_hoc(x, self.cls_score)
+        else:
+            scores = self.cls_score(x)
         if self.alignment is not None:
             scores = self.alignment(scores, x)
         return scores, self.bbox_pred(x)
