@@ -335,10 +335,14 @@ def test_negative_seed_is_warned_in_log_txt(stages, tmp_path):
     assert warning in run.stdout
 
 
-def test_post_hoc_detector_evaluates_the_stage1_checkpoint(miniature_stage1, small_lvis_val, tmp_path):
+def test_post_hoc_detector_evaluates_the_stage1_checkpoint(
+    miniature_stage1, small_lvis_val, tmp_path
+):
     # logit adjustment with tau 0 is stage 1 itself: the same numbers through the post-hoc path
     stage1, _ = miniature_stage1
-    config = os.path.join(REPO_ROOT, "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_logit_adjustment.yaml")
+    config = os.path.join(
+        REPO_ROOT, "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_logit_adjustment.yaml"
+    )
     result = ok(
         train_net(
             "--config-file", config, "--eval-only", *FAST, "MODEL.DECOUPLED.TAU", "0.0",
