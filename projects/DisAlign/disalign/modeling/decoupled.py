@@ -192,8 +192,6 @@ class PostHocClassifier(nn.Module):
             if self.needs_class_means:
                 raise RuntimeError("NCM's class means are not computed")
             return ncm_logits(features, self.class_means)
-        if self.method == "tau_norm" and cls_score.weight.shape[0] == k:
-            return F.linear(features, tau_normalized_weight(cls_score.weight, self.tau))
         logits = cls_score(features)
         if self.method == "tau_norm":
             foreground = F.linear(features, tau_normalized_weight(cls_score.weight[:k], self.tau))
