@@ -302,10 +302,12 @@ def write_lvis_json(path, images, annotations, categories, seed, chunk=50_000):
     """
     import orjson
 
+    from disalign.engine.file_io import write_atomically
+
     num = len(annotations["image_id"])
     image_id, category_id = annotations["image_id"].tolist(), annotations["category_id"].tolist()
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+
+    def write(f):
         f.write(b'{"info":{"description":"synthetic LVIS-format data (tools/smoke_lvis.py)"},')
         f.write(b'"licenses":[{"id":1,"name":"synthetic","url":""}],"categories":')
         f.write(orjson.dumps(categories))
@@ -331,7 +333,8 @@ def write_lvis_json(path, images, annotations, categories, seed, chunk=50_000):
             f.write(b"," if start else b"")
             f.write(orjson.dumps(dicts, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1])
         f.write(b"]}")
-    os.replace(tmp, path)
+
+    write_atomically(path, write, "wb")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,6 +542,8 @@ def model_zoo_checkpoint(config_file, seed=0):
 
 def write_weights(folder, zoo_config):
     """The two stand-ins under ``folder`` (written once). Returns their paths."""
+    from disalign.engine.file_io import write_atomically
+
     os.makedirs(folder, exist_ok=True)
     paths = {
         "imagenet": os.path.join(folder, "R-50.pkl"),
@@ -554,9 +559,8 @@ def write_weights(folder, zoo_config):
         ("imagenet", imagenet_r50_caffe2),
         ("zoo", lambda: model_zoo_checkpoint(os.path.join(REPO_ROOT, zoo_config))),
     ):
-        with open(f"{paths[key]}.tmp", "wb") as f:
-            pickle.dump(make(), f)
-        os.replace(f"{paths[key]}.tmp", paths[key])
+        checkpoint = make()
+        write_atomically(paths[key], lambda f: pickle.dump(checkpoint, f), "wb")
     with open(stamp, "w") as f:
         json.dump(settings, f)
     return paths
