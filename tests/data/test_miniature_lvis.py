@@ -62,6 +62,28 @@ def test_long_tail_and_lvis_frequency_groups(generated):
     assert set(Counter(a["category_id"] for a in val["annotations"]).values()) == {8}
 
 
+def _image_digests(directory, split):
+    with open(os.path.join(directory, f"miniature_lvis_{split}.json")) as f:
+        images = json.load(f)["images"]
+    digests = set()
+    for image in images:
+        with open(os.path.join(directory, image["coco_url"].split("/", 1)[1]), "rb") as f:
+            digests.add(hashlib.sha256(f.read()).hexdigest())
+    assert len(digests) == len(images)
+    return digests
+
+
+def test_held_out_split_is_balanced_and_apart_from_val(generated):
+    heldout, val = _load(generated, "heldout"), _load(generated, "val")
+    assert heldout["categories"] == val["categories"]
+    # every class, 4 instances each; val keeps its 8
+    assert Counter(a["category_id"] for a in heldout["annotations"]) == {c: 4 for c in range(1, 37)}
+    assert Counter(a["category_id"] for a in val["annotations"]) == {c: 8 for c in range(1, 37)}
+    assert {i["coco_url"].split("/")[1] for i in heldout["images"]} == {"heldout"}
+    # no held-out image is a val image
+    assert not _image_digests(generated, "heldout") & _image_digests(generated, "val")
+
+
 def test_lvis_fields_and_polygons(generated):
     val = _load(generated, "val")
     for image in val["images"]:
@@ -78,12 +100,13 @@ def test_lvis_fields_and_polygons(generated):
         assert 0 < ann["area"] < w * h
 
 
-def test_registered_through_detectron2_lvis_loader():
-    dicts = DatasetCatalog.get("miniature_lvis_val")
-    metadata = MetadataCatalog.get("miniature_lvis_val")
+@pytest.mark.parametrize("split", ["val", "heldout"])
+def test_registered_through_detectron2_lvis_loader(split):
+    dicts = DatasetCatalog.get(f"miniature_lvis_{split}")
+    metadata = MetadataCatalog.get(f"miniature_lvis_{split}")
     assert metadata.evaluator_type == "lvis"
     assert metadata.thing_classes == MINIATURE_LVIS_CLASSES
-    assert len(dicts) == len(_load(os.path.dirname(metadata.json_file), "val")["images"])
+    assert len(dicts) == len(_load(os.path.dirname(metadata.json_file), split)["images"])
     record = dicts[0]
     assert os.path.isfile(record["file_name"])
     assert {"neg_category_ids", "not_exhaustive_category_ids", "annotations"} <= set(record)
