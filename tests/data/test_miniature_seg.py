@@ -1,9 +1,13 @@
 """
-The embedded segmentation miniature: its label images match what is drawn in the images.
+The embedded segmentation miniature: its label images match what is drawn in the images; the
+held-out split is apart from val and holds every class; train and val are generator version 2's.
 """
 
+import hashlib
+import os
+
 import numpy as np
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 # the miniature's drawing: stuff classes 0-3 in these RGB colours (with a zero-mean texture and
@@ -52,3 +56,50 @@ def test_miniature_labels_match_the_drawing():
     assert max(abs(np.mean(errors)) for errors in hue_errors.values()) < 5
     # labels shifted by a pixel would put a few percent of the object labels on the background
     assert off_colour / object_pixels < 0.01
+
+
+def _pixels_digest(records):
+    """sha256 of the records' file names, image pixels and label pixels, in file-name order."""
+    h = hashlib.sha256()
+    for record in sorted(records, key=lambda r: os.path.basename(r["file_name"])):
+        h.update(os.path.basename(record["file_name"]).encode())
+        for path in (record["file_name"], record["sem_seg_file_name"]):
+            h.update(np.asarray(Image.open(path)).tobytes())
+    return h.hexdigest()
+
+
+def test_train_and_val_are_those_of_generator_version_2():
+    # the digests of the 555 train and 56 val images generator version 2 wrote (before the
+    # held-out split was added), pixels rather than PNG bytes
+    expected = {
+        "miniature_seg_train": (
+            555, "f46a0fad9aec85e228be4544bcd5f0cecd0df158371a30ec0186af9ea58879c7"
+        ),
+        "miniature_seg_val": (
+            56, "ae07776111848615e73a0452e171fe14f449260984058bd2f2e1fdbed90e69b8"
+        ),
+    }
+    for name, (count, digest) in expected.items():
+        records = DatasetCatalog.get(name)
+        assert (len(records), _pixels_digest(records)) == (count, digest), name
+
+
+def test_held_out_split_is_apart_from_val_and_holds_every_class():
+    heldout, val = (DatasetCatalog.get(f"miniature_seg_{s}") for s in ("heldout", "val"))
+    assert 20 <= len(heldout) <= 60  # a few dozen images
+
+    def contents(records):
+        return {np.asarray(Image.open(r["file_name"])).tobytes() for r in records}
+
+    files = {r["file_name"] for r in heldout} | {r["sem_seg_file_name"] for r in heldout}
+    assert not files & ({r["file_name"] for r in val} | {r["sem_seg_file_name"] for r in val})
+    assert not contents(heldout) & contents(val)
+    images_per_class = np.zeros(20, dtype=int)
+    for record in heldout:
+        labels = np.unique(np.asarray(Image.open(record["sem_seg_file_name"])))
+        assert labels.max() < 20
+        images_per_class[labels] += 1
+    assert (images_per_class[:4] > 0).all()  # every stuff class
+    assert (images_per_class[4:] == 6).all()  # each object class in 6 images
+    meta = MetadataCatalog.get("miniature_seg_heldout")
+    assert meta.evaluator_type == "sem_seg" and len(meta.stuff_classes) == 20

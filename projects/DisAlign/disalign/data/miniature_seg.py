@@ -11,9 +11,11 @@ made of small things (vases, clocks, flags) that still occur in many images, a c
 and smaller the further down the tail it is: training images per class fall log-uniformly from
 300 to 20 and object radii from about 24 to 7 pixels, so that the objects span head (> 1% of the
 training pixels), body (0.1% - 1%) and tail (< 0.1%). The validation split shows each object class
-the same number of times, at its own size. Labels are PNGs of class indices (255: ignore, unused
-here); the splits are registered as ``miniature_seg_train`` / ``miniature_seg_val`` and read by
-detectron2's own ``load_sem_seg``.
+the same number of times, at its own size; so does the smaller held-out split
+(``HELDOUT_IMAGES_PER_CLASS`` per class, images drawn after and apart from the validation images),
+on which post-hoc methods choose their hyper-parameters. Labels are PNGs of class indices (255:
+ignore, unused here); the splits are registered as ``miniature_seg_train`` / ``miniature_seg_val``
+/ ``miniature_seg_heldout`` and read by detectron2's own ``load_sem_seg``.
 """
 
 import colorsys
@@ -39,7 +41,7 @@ from .synthetic import (
 __all__ = ["MINIATURE_SEG_CLASSES", "generate_miniature_seg", "register_miniature_seg"]
 
 # Bump when anything below changes what is generated: existing copies are then made again.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: the held-out split (train and val are those of version 2)
 SEED = 20210621
 IMAGE_SIZE = 128
 STUFF = {
@@ -56,10 +58,15 @@ MIN_TRAIN_IMAGES = 20
 MAX_RADIUS = 24  # pixels, the most frequent class; the rarest has MIN_RADIUS
 MIN_RADIUS = 7
 VAL_IMAGES_PER_CLASS = 10
+HELDOUT_IMAGES_PER_CLASS = 6
 OBJECTS_PER_IMAGE = (2, 3, 4)
 IGNORE_LABEL = 255
 DIRNAME = "miniature_seg"
-SPLITS = {"miniature_seg_train": "train", "miniature_seg_val": "val"}
+SPLITS = {
+    "miniature_seg_train": "train",
+    "miniature_seg_val": "val",
+    "miniature_seg_heldout": "heldout",
+}
 
 
 def _hue_appearance(key):
@@ -84,8 +91,9 @@ def _stuff_scene(rng):
 
 def generate_miniature_seg(output_dir: str) -> None:
     """
-    Write ``images/{train,val}/*.png`` and ``labels/{train,val}/*.png`` into ``output_dir``.
-    Deterministic: the same files on every call.
+    Write ``images/{train,val,heldout}/*.png`` and ``labels/{train,val,heldout}/*.png`` into
+    ``output_dir``. Deterministic: the same files on every call. The held-out split is drawn last,
+    from the same generator, so that train and val are those of generator version 2.
     """
     rng = np.random.RandomState(SEED)
     rank = rng.permutation(NUM_HUES)  # rank[c]: how far down the tail hue class c is
@@ -95,6 +103,7 @@ def generate_miniature_seg(output_dir: str) -> None:
     slots = {
         "train": [c for c in range(NUM_HUES) for _ in range(counts[c])],
         "val": [c for c in range(NUM_HUES) for _ in range(VAL_IMAGES_PER_CLASS)],
+        "heldout": [c for c in range(NUM_HUES) for _ in range(HELDOUT_IMAGES_PER_CLASS)],
     }
     for split, split_slots in slots.items():
         for kind in ("images", "labels"):
@@ -129,7 +138,10 @@ def _load_split(root, split):
 
 
 def register_miniature_seg(root: str) -> None:
-    """Register ``miniature_seg_train`` and ``miniature_seg_val`` under ``root``."""
+    """
+    Register ``miniature_seg_train``, ``miniature_seg_val`` and ``miniature_seg_heldout`` under
+    ``root``.
+    """
     dataset_dir = os.path.join(root, DIRNAME)
     for name, split in SPLITS.items():
         DatasetCatalog.register(name, functools.partial(_load_split, root, split))
