@@ -1,6 +1,7 @@
 """
 train_net.py on semantic segmentation: a two-stage run on the miniature, its head / body / tail
-metrics against detectron2's per-class numbers and groups computed from the training labels.
+metrics against detectron2's per-class numbers and groups computed from the training labels; a
+post-hoc config evaluating the stage-1 checkpoint.
 """
 
 import json
@@ -12,18 +13,28 @@ import torch
 from detectron2.data import MetadataCatalog
 from PIL import Image
 
-from conftest import REPO_ROOT, train_two_stages
+from conftest import REPO_ROOT, ok, train_net, train_two_stages
 
 BASELINE = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml")
 DISALIGN = os.path.join(REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml")
 SMALL = ["MODEL.WEIGHTS", "", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0]
 
+LOGIT_ADJUSTMENT = os.path.join(
+    REPO_ROOT, "configs/Miniature-Seg/deeplabv3plus_R_18_logit_adjustment.yaml"
+)
+FAST = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
 
-def test_train_net_two_stages(tmp_path, small_seg_val):
-    fast = [*map(str, SMALL[2:]), "SOLVER.MAX_ITER", "3"]
-    env = small_seg_val  # evaluated on val images that hold every class
 
-    train_two_stages(BASELINE, DISALIGN, tmp_path, *fast, env=env)
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, small_seg_val):
+    """Both stages, 3 iterations each, evaluated on val images that hold every class."""
+    out = tmp_path_factory.mktemp("seg")
+    train_two_stages(BASELINE, DISALIGN, out, *FAST, env=small_seg_val)
+    return out
+
+
+def test_train_net_two_stages(stages, small_seg_val):
+    tmp_path, env = stages, small_seg_val
     # the group means are the means of detectron2's per-class IoU / accuracy over each group's
     # classes that have pixels in the val set (NaN per-class values)
     names = MetadataCatalog.get("miniature_seg_val").stuff_classes
@@ -53,3 +64,18 @@ def test_train_net_two_stages(tmp_path, small_seg_val):
         for n in ("alpha", "beta", "confidence.weight", "confidence.bias")
     }
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_post_hoc_segmentation_evaluates_the_stage1_checkpoint(stages, small_seg_val, tmp_path):
+    # logit adjustment with tau 0 is stage 1 itself: the same numbers through the per-pixel path
+    result = ok(
+        train_net(
+            "--config-file", LOGIT_ADJUSTMENT, "--eval-only", *FAST, "MODEL.DECOUPLED.TAU", "0.0",
+            "MODEL.WEIGHTS", stages / "s1" / "model_final.pth", "OUTPUT_DIR", tmp_path,
+            env=small_seg_val,
+        )
+    )  # fmt: skip
+    assert "(post_hoc): PostHocClassifier(method=logit_adjustment, tau=0.0)" in result.stdout
+    assert json.loads((tmp_path / "eval_results.json").read_text()) == json.loads(
+        (stages / "s1" / "eval_results.json").read_text()
+    )

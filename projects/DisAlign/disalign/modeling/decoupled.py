@@ -16,9 +16,10 @@ The decoupled long-tail baselines beside DisAlign, on the same stage-1 model (Ka
 
 Shape shorthand in this module:
 
-    R: number of inputs (images in classification)
+    R: number of inputs (images in classification, ROIs in detection, pixels in segmentation)
     D: feature size
     K: number of classes
+    N, h, w: images, and the height and width of their feature maps (segmentation)
 """
 
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -180,13 +181,20 @@ class PostHocClassifier(nn.Module):
     def forward(self, features: torch.Tensor, cls_score: nn.Module) -> torch.Tensor:
         """
         Args:
-            features: x, shape (R, D).
+            features: x, shape (R, D); or per pixel, shape (N, D, h, w).
             cls_score: the trained classifier, (R, D) -> (R, C): C = K, or K + 1 in detection,
-                whose last logit (background) is passed on unchanged.
+                whose last logit (background) is passed on unchanged. Per pixel: a 1x1
+                convolution (N, D, h, w) -> (N, C, h, w), whose (C, D, 1, 1) weight acts on
+                every pixel's x as a linear classifier's (C, D) weight.
 
         Returns:
-            Tensor: the logits, shape (R, C).
+            Tensor: the logits, shape (R, C); per pixel, (N, C, h, w).
         """
+        if features.dim() == 4:
+            n, d, h, w = features.shape
+            pixels = features.permute(0, 2, 3, 1).reshape(n * h * w, d)  # (R = N * h * w, D)
+            logits = self(pixels, _PixelClassifier(cls_score))
+            return logits.reshape(n, h, w, -1).permute(0, 3, 1, 2)
         k = self.num_classes
         if self.method == "ncm":
             if self.needs_class_means:
@@ -201,6 +209,22 @@ class PostHocClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"method={self.method}, tau={self.tau}"
+
+
+class _PixelClassifier:
+    """A 1x1 convolution classifier seen as a linear one of its pixels: (R, D) -> (R, C)."""
+
+    def __init__(self, conv: nn.Module):
+        if conv.weight.dim() != 4 or conv.weight.shape[2:] != (1, 1):
+            raise ValueError(
+                "a per-pixel post-hoc classifier needs a 1x1 convolution classifier, got weight "
+                f"of shape {tuple(conv.weight.shape)}"
+            )
+        self.weight = conv.weight.flatten(1)  # (C, D)
+        self.bias = conv.bias  # (C,) or None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 def build_post_hoc_classifier(

@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 """
 Semantic segmentation with DisAlign: detectron2's SemanticSegmentor with the alignment stage, and
-two heads (an FCN head, and detectron2's DeepLabV3+ head) whose per-pixel logits are aligned.
+two heads (an FCN head, and detectron2's DeepLabV3+ head) whose per-pixel logits are aligned. At
+inference, either head's 1x1 classifier can be replaced per pixel by a post-hoc one
+(tau-normalisation or logit adjustment, ``MODEL.DECOUPLED.POST_HOC``; see
+:mod:`disalign.modeling.decoupled`).
 
 Shape shorthand in this module:
 
@@ -22,7 +25,9 @@ from detectron2.projects.deeplab import DeepLabV3PlusHead
 from torch import nn
 from torch.nn import functional as F
 
+from ..input_checks import InputError
 from .alignment import AlignmentStageMixin
+from .decoupled import PostHocClassifier, build_post_hoc_classifier
 from .grw import GRWCrossEntropy, grw_loss_from_config
 from .layers import DistributionAlignment, build_alignment
 
@@ -49,8 +54,9 @@ def _segmentation_loss(logits, targets, grw: Optional[GRWCrossEntropy], ignore_v
 def _classify_and_align(head: nn.Module, y: torch.Tensor, classifier_input=None) -> torch.Tensor:
     """
     A segmentation head's last step: the logits z of its 1x1 classifier ``head.cls_score`` (of
-    ``classifier_input``, e.g. after dropout, else of ``y``), aligned by ``head.alignment`` (when
-    set), whose confidence reads the features ``y``.
+    ``classifier_input``, e.g. after dropout, else of ``y``) or, at inference, of its post-hoc
+    classifier ``head.post_hoc`` (when set) applied to every pixel, then aligned by
+    ``head.alignment`` (when set), whose confidence reads the features ``y``.
 
     Args:
         y: features of shape (N, D, h, w).
@@ -58,13 +64,22 @@ def _classify_and_align(head: nn.Module, y: torch.Tensor, classifier_input=None)
     Returns:
         Tensor: shape (N, K, h, w).
     """
-    logits = head.cls_score(y if classifier_input is None else classifier_input)
+    x = y if classifier_input is None else classifier_input
+    if head.post_hoc is not None and not head.training:
+        logits = head.post_hoc(x, head.cls_score)
+    else:
+        logits = head.cls_score(x)
     return logits if head.alignment is None else head.alignment(logits, y)
 
 
 def _check_dot_head(cfg):
     if cfg.MODEL.DISALIGN.CLS_HEAD != "dot":
         raise ValueError("DisAlign's segmentation heads have a dot-product (1x1 conv) classifier")
+    if cfg.MODEL.DECOUPLED.POST_HOC == "ncm":
+        raise InputError(
+            "MODEL.DECOUPLED.POST_HOC 'ncm' is for image classification; a segmentation head "
+            "takes 'tau_norm' or 'logit_adjustment'"
+        )
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -72,8 +87,9 @@ class DisAlignFCNHead(nn.Module):
     """
     The FCN head of the paper's segmentation experiments: two 3x3 convolutions on one backbone
     feature (the dilated res5, output stride 8), dropout, a 1x1 convolution classifier
-    ``cls_score`` and DisAlign's per-pixel alignment of all K logits; the logits are upsampled
-    bilinearly to the input size.
+    ``cls_score`` (at inference, optionally replaced per pixel by a post-hoc classifier) and
+    DisAlign's per-pixel alignment of all K logits; the logits are upsampled bilinearly to the
+    input size.
     """
 
     @configurable
@@ -89,6 +105,7 @@ class DisAlignFCNHead(nn.Module):
         loss_weight: float = 1.0,
         alignment: Optional[DistributionAlignment] = None,
         grw: Optional[GRWCrossEntropy] = None,
+        post_hoc: Optional[PostHocClassifier] = None,
     ):
         """
         Args:
@@ -102,6 +119,8 @@ class DisAlignFCNHead(nn.Module):
             alignment: the per-pixel alignment of the K logits (reading the (N, D, h, w)
                 features), or None.
             grw: the GRW loss over K classes, or None (cross-entropy).
+            post_hoc: a post-hoc classifier that replaces ``cls_score`` at inference, on every
+                pixel's D features ("tau_norm" or "logit_adjustment"), or None.
         """
         super().__init__()
         self.in_feature = in_feature
@@ -129,6 +148,7 @@ class DisAlignFCNHead(nn.Module):
         nn.init.constant_(self.cls_score.bias, 0.0)
         self.alignment = alignment
         self.grw = grw
+        self.post_hoc = post_hoc
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -144,6 +164,9 @@ class DisAlignFCNHead(nn.Module):
             "loss_weight": head.LOSS_WEIGHT,
             "alignment": build_alignment(cfg, head.NUM_CLASSES, head.CONVS_DIM),
             "grw": grw_loss_from_config(cfg, head.NUM_CLASSES),
+            "post_hoc": build_post_hoc_classifier(
+                cfg, cfg.MODEL.DISALIGN.CLS_HEAD, head.NUM_CLASSES, head.CONVS_DIM
+            ),
         }
 
     def logits(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -175,8 +198,9 @@ class DisAlignFCNHead(nn.Module):
 class DisAlignDeepLabV3PlusHead(DeepLabV3PlusHead):
     """
     detectron2's DeepLabV3+ head (from its DeepLab project) with its 1x1 classifier renamed
-    ``cls_score``, DisAlign's per-pixel alignment of the K logits (reading the decoder's output)
-    and the GRW loss.
+    ``cls_score`` (at inference, optionally replaced per pixel by a post-hoc classifier),
+    DisAlign's per-pixel alignment of the K logits (reading the decoder's output) and the GRW
+    loss.
     """
 
     @configurable
@@ -186,12 +210,15 @@ class DisAlignDeepLabV3PlusHead(DeepLabV3PlusHead):
         *,
         alignment: Optional[DistributionAlignment] = None,
         grw: Optional[GRWCrossEntropy] = None,
+        post_hoc: Optional[PostHocClassifier] = None,
         **kwargs,
     ):
         """
         Args:
             alignment: the per-pixel alignment of the K logits, or None.
             grw: the GRW loss over K classes, or None (the head's own loss).
+            post_hoc: a post-hoc classifier that replaces ``cls_score`` at inference, on every
+                pixel of the decoder's output ("tau_norm" or "logit_adjustment"), or None.
             input_shape, kwargs: as for detectron2's DeepLabV3PlusHead.
         """
         super().__init__(input_shape, **kwargs)
@@ -201,14 +228,18 @@ class DisAlignDeepLabV3PlusHead(DeepLabV3PlusHead):
         self.decoder_only = True
         self.alignment = alignment
         self.grw = grw
+        self.post_hoc = post_hoc
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         _check_dot_head(cfg)
         ret = super().from_config(cfg, input_shape)
-        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        ret["alignment"] = build_alignment(cfg, num_classes, ret["decoder_channels"][0])
+        num_classes, channels = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, ret["decoder_channels"][0]
+        ret["alignment"] = build_alignment(cfg, num_classes, channels)
         ret["grw"] = grw_loss_from_config(cfg, num_classes)
+        ret["post_hoc"] = build_post_hoc_classifier(
+            cfg, cfg.MODEL.DISALIGN.CLS_HEAD, num_classes, channels
+        )
         return ret
 
     def logits(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
