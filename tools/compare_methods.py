@@ -4,41 +4,56 @@ DisAlign beside the decoupled long-tail baselines, all from the same stage-1 mod
 
     python tools/compare_methods.py --task classification            # one stage-1 seed
     python tools/compare_methods.py --task classification --seeds 3  # mean and std over 3 seeds
+    python tools/compare_methods.py --task detection                 # miniature LVIS
+    python tools/compare_methods.py --task segmentation              # miniature scene parsing
 
 For each seed:
-1. stage 1: the demo's model (output/demo-cls/stage1, the SEED of its config; other seeds: those
-   of ``run_demo.py --seeds``, output/demo-cls/spread/seed<S>-threads<T>/stage1) when its
-   config.yaml equals what the stage-1 config gives now, else trained by train_net.py under
-   OUTPUT_DIR/seed<S>/stage1; every run with --threads torch threads (default: the demos' 2);
+1. stage 1: the demo's model (output/demo-cls/stage1, output/demo/stage1, output/demo-seg/stage1,
+   the SEED of its config; other seeds: those of ``run_demo.py --seeds``, <demo>/spread/
+   seed<S>-threads<T>/stage1) when its config.yaml equals what the stage-1 config gives now, else
+   trained by train_net.py under OUTPUT_DIR/seed<S>/stage1; every run with --threads torch
+   threads (default: the demos' 2);
 2. the trained stage-2 methods, each a train_net.py run of its config from that model: DisAlign,
    cRT (classifier re-trained alone, class-balanced sampling), LWS (one scale per class,
-   class-balanced sampling);
+   class-balanced sampling). Segmentation has DisAlign only: cRT and LWS are not applied to it
+   (their class-balanced sampler draws images by class, and a scene holds many classes);
 3. the post-hoc methods on the frozen stage-1 model, no training: tau-normalisation and post-hoc
-   logit adjustment, tau chosen on the config's held-out MODEL.DECOUPLED.TUNE_DATASET (never the
-   reported split), and NCM. The trunk's features of the train, held-out and test images are
-   computed once and shared by the three; the logits come from the model's own
-   ``classify_features`` with the config's post-hoc classifier.
+   logit adjustment, tau chosen on the config's held-out MODEL.DECOUPLED.TUNE_DATASET by the
+   task's first metric (top-1, bbox AP, mIoU; the first of MODEL.DECOUPLED.TAU_GRID on ties),
+   never on the reported split, then evaluated on DATASETS.TEST; and NCM (classification).
+   Classification: the trunk's features of the train, held-out and test images are computed once
+   and shared by the three, the logits come from the model's own ``classify_features``.
+   Detection and segmentation: each config's model is built once in this process and evaluated by
+   detectron2's ``inference_on_dataset`` with the config's own evaluator, once per tau of the
+   grid on the held-out split (miniature_lvis_heldout, miniature_seg_heldout) and once on the
+   test split (its files under OUTPUT_DIR/seed<S>/post-hoc/<config name>).
 
-Prints top-1 / Many / Medium / Few per method (with --seeds N > 1: mean +- std over the seeds),
-writes OUTPUT_DIR/results.json, one entry per method (per-seed values, tuned tau included), and
-draws the four numbers of every method into OUTPUT_DIR/groups.png.
-Trailing KEY VALUE pairs are passed to every train_net.py run (e.g. SOLVER.MAX_ITER 10 for a
-quick check); stage 1 is then trained under OUTPUT_DIR, never taken from the demo.
+Prints the task's metrics per method (classification top-1 / Many / Medium / Few; detection bbox
+AP / APr / APc / APf / Fixed AP / Pooled AP; segmentation mIoU / head / body / tail mIoU) and the
+chosen tau (with --seeds N > 1: mean +- std over the seeds, the tau of each seed), writes
+OUTPUT_DIR/results.json, one entry per method (per-seed values, tuned tau and held-out scores
+included), and draws the metrics of every method into OUTPUT_DIR/groups.png.
+Trailing KEY VALUE pairs are passed to every train_net.py run and post-hoc config (e.g.
+SOLVER.MAX_ITER 10 for a quick check); stage 1 is then trained under OUTPUT_DIR, never taken
+from the demo.
 
     python tools/compare_methods.py --tune configs/ImageNet-LT/R_50_90e_tau_norm.yaml
+    python tools/compare_methods.py --tune configs/Miniature-LVIS/mask_rcnn_R_18_FPN_tau_norm.yaml
 
-chooses tau of any post-hoc config on its MODEL.DECOUPLED.TUNE_DATASET (its MODEL.WEIGHTS, KEY
-VALUE overrides after it) and prints it, to evaluate with train_net.py --eval-only
-MODEL.DECOUPLED.TAU <tau>.
+chooses tau of any post-hoc config (classifier, detector or segmentor) on its
+MODEL.DECOUPLED.TUNE_DATASET (its MODEL.WEIGHTS, KEY VALUE overrides after it), by inference on
+that split, and prints it, to evaluate with train_net.py --eval-only MODEL.DECOUPLED.TAU <tau>.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -51,28 +66,6 @@ from run_demo import DEMO_THREADS  # noqa: E402
 from run_demo import flatten  # noqa: E402
 from run_demo import run_stage  # noqa: E402
 from run_demo import TASKS as DEMO_TASKS  # noqa: E402
-
-METRICS = ("top1", "many", "medium", "few")
-COLUMNS = ("top-1", "Many", "Medium", "Few")
-
-TASKS = {
-    "classification": {
-        "demo": DEMO_TASKS["classification"],
-        "stage1": "configs/Miniature-LT/resnet18_baseline.yaml",
-        "trained": {
-            "DisAlign": "configs/Miniature-LT/resnet18_disalign.yaml",
-            "cRT": "configs/Miniature-LT/resnet18_crt.yaml",
-            "LWS": "configs/Miniature-LT/resnet18_lws.yaml",
-        },
-        "post_hoc": {
-            "tau-norm": "configs/Miniature-LT/resnet18_tau_norm.yaml",
-            "Logit adj.": "configs/Miniature-LT/resnet18_logit_adjustment.yaml",
-            "NCM": "configs/Miniature-LT/resnet18_ncm.yaml",
-        },
-        "output": "output/compare-classification",
-        "title": "Miniature long-tailed classification test, ResNet-18 (top-1 accuracy, %)",
-    }
-}
 
 
 def load_config(config_file: str, opts: Sequence[str] = ()):
@@ -184,45 +177,79 @@ def accuracies(model, features, labels, train_counts) -> Dict[str, float]:
     return group_accuracies(labels.tolist(), predictions.tolist(), train_counts)
 
 
-def choose_tau(
-    cfg, model, held_out: Callable[[str], Tuple], train_counts
-) -> Tuple[float, Dict[str, float]]:
+def check_tune_dataset(cfg) -> str:
     """
-    tau of the model's post-hoc classifier with the largest top-1 on MODEL.DECOUPLED.TUNE_DATASET
-    (balanced held-out split; the first of MODEL.DECOUPLED.TAU_GRID on ties). Reads nothing but
-    that split, through ``held_out(name)`` -> (features (N, D), labels (N,)).
-
-    Returns:
-        the chosen tau, and the held-out top-1 of each tau of the grid.
+    MODEL.DECOUPLED.TUNE_DATASET, refused in one line when it is empty or one of DATASETS.TEST or
+    DATASETS.TRAIN (tau must be chosen on a held-out split).
     """
-    d = cfg.MODEL.DECOUPLED
+    d, test, train = cfg.MODEL.DECOUPLED, tuple(cfg.DATASETS.TEST), tuple(cfg.DATASETS.TRAIN)
     if not d.TUNE_DATASET:
         raise ValueError(
             "MODEL.DECOUPLED.TUNE_DATASET is empty: no held-out split to choose tau on"
         )
-    if d.TUNE_DATASET in cfg.DATASETS.TEST or d.TUNE_DATASET in cfg.DATASETS.TRAIN:
+    if d.TUNE_DATASET in test or d.TUNE_DATASET in train:
         raise ValueError(
             f"MODEL.DECOUPLED.TUNE_DATASET '{d.TUNE_DATASET}' is a reported or training split "
-            f"(DATASETS.TEST {tuple(cfg.DATASETS.TEST)}, DATASETS.TRAIN "
-            f"{tuple(cfg.DATASETS.TRAIN)}); tau must be chosen on a held-out split"
+            f"(DATASETS.TEST {test}, DATASETS.TRAIN {train}); tau must be chosen on a held-out "
+            f"split"
         )
-    features, labels = held_out(d.TUNE_DATASET)
+    return d.TUNE_DATASET
+
+
+def choose_tau(
+    cfg, post_hoc: Sequence, evaluate: Callable[[str], float]
+) -> Tuple[float, Dict[float, float]]:
+    """
+    tau of the model's post-hoc classifiers with the best metric on MODEL.DECOUPLED.TUNE_DATASET
+    (the first of MODEL.DECOUPLED.TAU_GRID on ties). Evaluates nothing but that split.
+
+    Args:
+        post_hoc: the model's PostHocClassifier modules (several in a cascade); each tau of the
+            grid is set on all of them, and the chosen one is left set.
+        evaluate: dataset name -> the metric of the model, as its post-hoc classifiers are set.
+
+    Returns:
+        the chosen tau, and the held-out metric of each tau of the grid.
+    """
+    name = check_tune_dataset(cfg)
+    if not post_hoc:
+        raise ValueError("the model has no post-hoc classifier (MODEL.DECOUPLED.POST_HOC)")
+
+    def set_tau(tau):
+        for module in post_hoc:
+            module.tau = tau
+
     scores = {}
-    for tau in d.TAU_GRID:
-        model.post_hoc.tau = float(tau)
-        scores[float(tau)] = accuracies(model, features, labels, train_counts)["top1"]
+    for tau in cfg.MODEL.DECOUPLED.TAU_GRID:
+        set_tau(float(tau))
+        scores[float(tau)] = float(evaluate(name))
     best = max(scores, key=lambda tau: (scores[tau], -list(scores).index(tau)))
-    model.post_hoc.tau = best
+    set_tau(best)
     return best, scores
 
 
+def post_hoc_modules(model) -> List:
+    """The PostHocClassifier modules of ``model`` with a tau (not NCM); refused if none."""
+    from disalign.modeling.decoupled import PostHocClassifier
+
+    modules = [m for m in model.modules() if isinstance(m, PostHocClassifier)]
+    if not modules or any(m.method == "ncm" for m in modules):
+        raise ValueError("MODEL.DECOUPLED.POST_HOC has no tau to choose")
+    return modules
+
+
 def post_hoc_results(
-    config: str, weights: str, seed: int, features_of: Callable[[str], Tuple]
+    config: str,
+    weights: str,
+    seed: int,
+    features_of: Callable[[str], Tuple],
+    opts: Sequence[str] = (),
 ) -> Dict[str, float]:
     """
-    One post-hoc method of ``config`` on the stage-1 ``weights``: tau chosen on the held-out
-    split first (tau methods), then evaluated on DATASETS.TEST. ``features_of(name)`` gives a
-    dataset's (features, labels) of the frozen stage-1 trunk.
+    One post-hoc classification method of ``config`` on the stage-1 ``weights``: tau chosen on
+    the held-out split first (tau methods), then evaluated on DATASETS.TEST. ``features_of(name)``
+    gives a dataset's (features, labels) of the frozen stage-1 trunk; ``opts``: KEY VALUE pairs
+    for the config.
     """
     import torch
     from detectron2.modeling import build_model
@@ -231,7 +258,7 @@ def post_hoc_results(
     from disalign.modeling.decoupled import class_mean_features
     from disalign.modeling.grw import training_class_counts
 
-    cfg = load_config(config, ["MODEL.WEIGHTS", weights, "SEED", str(seed)])
+    cfg = load_config(config, ["MODEL.WEIGHTS", weights, "SEED", str(seed), *opts])
     model = build_model(cfg)
     SafeDetectionCheckpointer(model).load(os.path.join(REPO_ROOT, weights))
     model.eval()
@@ -247,60 +274,200 @@ def post_hoc_results(
         )
         model.post_hoc.set_class_means(total["sums"], total["counts"])
     else:
-        tau, scores = choose_tau(cfg, model, features_of, train_counts)
+        tau, scores = choose_tau(
+            cfg,
+            [model.post_hoc],
+            lambda name: accuracies(model, *features_of(name), train_counts)["top1"],
+        )
         result.update(tau=tau, held_out_top1=scores)
     (test_name,) = cfg.DATASETS.TEST
     result.update(accuracies(model, *features_of(test_name), train_counts))
     return result
 
 
-def tune(config: str, opts: Sequence[str]) -> float:
-    """Choose and print tau of the post-hoc ``config`` on its held-out split."""
-    import torch
+def build_checked_config(config: str, opts: Sequence[str]):
+    """The config of ``train_net.py --eval-only --config-file config opts``, checked as there."""
+    from disalign.engine import build_config
+
+    args = SimpleNamespace(config_file=config, opts=list(opts), eval_only=True, num_gpus=1)
+    return build_config(args)
+
+
+@contextlib.contextmanager
+def reused_box_features(model):
+    """
+    Detection: repeated inference of a Mask R-CNN ``model`` on the same images, as tau is
+    tuned, computes what tau does not change once. In the first pass over an image (its inputs'
+    file names), the proposals and the box head's ROI features (R, D) are kept; in later passes
+    they are given again, and the backbone and the box pooler are skipped (their outputs are
+    read by nothing else). Masks are off inside (the tuned metric is the box AP), and everything
+    is restored on exit. Memory: R x D floats per image. A model whose ROI heads run several box
+    heads (cascade) is left as it is.
+    """
+    from torch import nn
+
+    heads = model.roi_heads
+    if isinstance(heads.box_head, nn.ModuleList):
+        yield
+        return
+    kept, current = {}, {}
+
+    def forward_of_model(batched_inputs, *args, **kwargs):
+        current["images"] = tuple(x["file_name"] for x in batched_inputs)
+        outputs = type(model).forward(model, batched_inputs, *args, **kwargs)
+        kept.setdefault(current["images"], {})["done"] = True
+        return outputs
+
+    def kept_output(name, module):
+        def forward(*args, **kwargs):
+            images = kept.setdefault(current["images"], {})
+            if not images.get("done"):
+                images[name] = type(module).forward(module, *args, **kwargs)
+            return images[name]
+
+        return forward
+
+    def skipped(name, module):
+        def forward(*args, **kwargs):
+            images = kept.setdefault(current["images"], {})
+            if images.get("done"):  # its consumers are given their outputs: only its keys
+                return images[name]
+            output = type(module).forward(module, *args, **kwargs)
+            images[name] = dict.fromkeys(output) if isinstance(output, dict) else None
+            return output
+
+        return forward
+
+    patched = {
+        model: forward_of_model,
+        model.backbone: skipped("backbone", model.backbone),
+        model.proposal_generator: kept_output("proposals", model.proposal_generator),
+        heads.box_pooler: skipped("box_pooler", heads.box_pooler),
+        heads.box_head: kept_output("box_features", heads.box_head),
+    }
+    mask_on = heads.mask_on
+    try:
+        heads.mask_on = False
+        for module, forward in patched.items():
+            module.forward = forward
+        yield
+    finally:
+        heads.mask_on = mask_on
+        for module in patched:
+            del module.forward
+
+
+def evaluation_on(cfg, model, select: Callable[[Dict], Dict]) -> Callable[..., Dict]:
+    """
+    ``evaluate(name, output_folder=None)``: the selected results of detectron2's
+    ``inference_on_dataset`` of ``model`` on the registered dataset ``name``, with the evaluator
+    train_net.py gives it (:func:`disalign.evaluation.build_evaluator`; its files, if any, in
+    ``output_folder``).
+    """
+    from detectron2.evaluation import inference_on_dataset
+
+    from disalign.data import build_test_loader
+    from disalign.evaluation import build_evaluator
+
+    def evaluate(name: str, output_folder: str = None) -> Dict:
+        evaluator = build_evaluator(cfg, name, output_folder)
+        return select(inference_on_dataset(model, build_test_loader(cfg, name), evaluator))
+
+    return evaluate
+
+
+def load_post_hoc_model(cfg):
+    """The model of a post-hoc ``cfg`` with its MODEL.WEIGHTS, in eval mode, and its post-hoc
+    classifiers."""
     from detectron2.modeling import build_model
 
     from disalign.engine.checkpoint import SafeDetectionCheckpointer
-    from disalign.modeling.grw import training_class_counts
 
-    cfg = load_config(config, opts)
     model = build_model(cfg)
+    modules = post_hoc_modules(model)
     SafeDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    if model.post_hoc is None or model.post_hoc.method == "ncm":
-        raise ValueError(f"{config}: MODEL.DECOUPLED.POST_HOC has no tau to choose")
-    counts = training_class_counts(
-        tuple(cfg.DATASETS.TRAIN), cfg.MODEL.IMAGE_CLASSIFIER.NUM_CLASSES, "images"
-    )
+    model.eval()
+    return model, modules
+
+
+def tune_in_process(task: Dict, cfg, model, post_hoc: Sequence) -> Tuple[float, Dict]:
+    """
+    :func:`choose_tau` of ``model`` (its PostHocClassifier modules ``post_hoc``) by the task's
+    first metric of inference on the held-out split, inside the task's ``reuse_in_tuning``
+    context (what tau does not change, computed once), if it has one.
+    """
+    evaluate = evaluation_on(cfg, model, task["select"])
+    headline = next(iter(task["metrics"]))
+    with task.get("reuse_in_tuning", lambda model: contextlib.nullcontext())(model):
+        return choose_tau(cfg, post_hoc, lambda name: evaluate(name)[headline])
+
+
+def inference_post_hoc_results(
+    task: Dict, config: str, weights: str, seed: int, output_folder: str, opts: Sequence[str] = ()
+) -> Dict:
+    """
+    One post-hoc method of ``config`` on the stage-1 ``weights``, by inference in this process:
+    tau chosen on its held-out split by the task's first metric, then the selected results on
+    DATASETS.TEST (the evaluator's files in ``output_folder``). ``opts``: KEY VALUE pairs for
+    the config.
+    """
+    opts = ["MODEL.WEIGHTS", os.path.join(REPO_ROOT, weights), "SEED", str(seed), *opts]
+    cfg = build_checked_config(os.path.join(REPO_ROOT, config), opts)
+    model, modules = load_post_hoc_model(cfg)
+    tau, scores = tune_in_process(task, cfg, model, modules)
+    (test_name,) = cfg.DATASETS.TEST
+    evaluate = evaluation_on(cfg, model, task["select"])
+    result = dict(evaluate(test_name, os.path.join(REPO_ROOT, output_folder)))
+    result.update({"tau": tau, f"held_out_{next(iter(task['metrics']))}": scores})
+    return result
+
+
+def task_of(cfg) -> Dict:
+    """The task whose datasets' evaluator type DATASETS.TEST has."""
+    from disalign.data import dataset_kind
+
+    kind = dataset_kind(cfg.DATASETS.TEST)
+    for task in TASKS.values():
+        if task["evaluator_type"] == kind:
+            return task
+    raise ValueError(f"no task evaluates DATASETS.TEST {tuple(cfg.DATASETS.TEST)} ({kind})")
+
+
+def tune(config: str, opts: Sequence[str]) -> float:
+    """Choose and print tau of the post-hoc ``config`` on its held-out split."""
+    import torch
+
+    cfg = build_checked_config(config, opts)
+    task = task_of(cfg)
+    check_tune_dataset(cfg)
+    model, modules = load_post_hoc_model(cfg)
     with torch.no_grad():
-        tau, scores = choose_tau(cfg, model, lambda n: extract_features(cfg, model, n), counts)
-    for value, top1 in scores.items():
-        print(f"tau {value:g}: top-1 {top1:.2f} on {cfg.MODEL.DECOUPLED.TUNE_DATASET}")
+        tau, scores = tune_in_process(task, cfg, model, modules)
+    name = next(iter(task["metrics"].values()))
+    for value, score in scores.items():
+        print(f"tau {value:g}: {name} {score:.2f} on {cfg.MODEL.DECOUPLED.TUNE_DATASET}")
     print(f"chosen: MODEL.DECOUPLED.TAU {tau:g}")
     return tau
 
 
-def compare(
-    task: Dict, seed: int, output_dir: str, opts: Sequence[str], threads: int
-) -> Dict[str, Dict]:
-    """Every method's results for one stage-1 seed; ``opts`` go to every train_net.py run."""
-    import torch
+def shared_feature_evaluation(
+    task: Dict, weights: str, seed: int, output_dir: str, opts: Sequence[str] = ()
+) -> Callable[[str], Dict]:
+    """
+    Image classification's post-hoc methods: the frozen stage-1 trunk's features of the train,
+    held-out and test images computed once and shared; each method's logits come from the model's
+    own ``classify_features`` with its config's post-hoc classifier (:func:`post_hoc_results`).
+
+    Returns:
+        a function: post-hoc config -> its results (the task's metrics, tau and held-out scores).
+    """
     from detectron2.modeling import build_model
 
     from disalign.engine.checkpoint import SafeDetectionCheckpointer
 
-    weights, stage1 = stage1_model(task, seed, output_dir, opts, threads)
-    results = {"Joint (stage 1)": dict(stage1["classification"])}
-    for method, config in task["trained"].items():
-        directory = os.path.join(output_dir, f"seed{seed}", method.lower())
-        run_opts = ["--num-gpus", "1", "MODEL.WEIGHTS", weights, "SEED", str(seed), *opts]
-        run = run_train_net(method, config, directory, run_opts, threads)
-        results[method] = dict(run["classification"])
-
-    print(f"\n=== Post-hoc methods (seed {seed}) on {weights}", flush=True)
-    start = time.perf_counter()
-    cfg = load_config(task["stage1"], ["MODEL.WEIGHTS", weights])
+    cfg = load_config(task["stage1"], ["MODEL.WEIGHTS", weights, *opts])
     trunk = build_model(cfg)
     SafeDetectionCheckpointer(trunk).load(os.path.join(REPO_ROOT, weights))
-    torch.set_grad_enabled(False)
     cache = {}
 
     def features_of(name):
@@ -308,72 +475,190 @@ def compare(
             cache[name] = extract_features(cfg, trunk, name)
         return cache[name]
 
-    for method, config in task["post_hoc"].items():
-        results[method] = post_hoc_results(config, weights, seed, features_of)
-    torch.set_grad_enabled(True)
+    return lambda config: post_hoc_results(config, weights, seed, features_of, opts)
+
+
+def inference_evaluation(
+    task: Dict, weights: str, seed: int, output_dir: str, opts: Sequence[str] = ()
+) -> Callable[[str], Dict]:
+    """
+    Detection's and segmentation's post-hoc methods: each config's model built once in this
+    process and evaluated by inference (:func:`inference_post_hoc_results`; the test evaluation's
+    files under ``output_dir``/<config name>).
+
+    Returns:
+        a function: post-hoc config -> its results (the task's metrics, tau and held-out scores).
+    """
+    return lambda config: inference_post_hoc_results(
+        task, config, weights, seed, os.path.join(output_dir, os.path.basename(config)[:-5]), opts
+    )
+
+
+def compare(
+    task: Dict, seed: int, output_dir: str, opts: Sequence[str], threads: int
+) -> Dict[str, Dict]:
+    """Every method's results for one stage-1 seed; ``opts`` go to every train_net.py run."""
+    import torch
+
+    weights, stage1 = stage1_model(task, seed, output_dir, opts, threads)
+    results = {"Joint (stage 1)": task["select"](stage1)}
+    for method, config in task["trained"].items():
+        directory = os.path.join(output_dir, f"seed{seed}", method.lower())
+        run_opts = ["--num-gpus", "1", "MODEL.WEIGHTS", weights, "SEED", str(seed), *opts]
+        run = run_train_net(method, config, directory, run_opts, threads)
+        results[method] = task["select"](run)
+
+    print(f"\n=== Post-hoc methods (seed {seed}) on {weights}", flush=True)
+    start = time.perf_counter()
+    torch.set_grad_enabled(False)
+    try:
+        folder = os.path.join(output_dir, f"seed{seed}", "post-hoc")
+        evaluate = task["post_hoc_evaluation"](task, weights, seed, folder, opts)
+        for method, config in task["post_hoc"].items():
+            results[method] = evaluate(config)
+            if "tau" in results[method]:
+                print(f"{method}: tau {results[method]['tau']:g}", flush=True)
+    finally:
+        torch.set_grad_enabled(True)
     print(f"post-hoc methods: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return results
 
 
-def summarize(per_seed: List[Dict[str, Dict]], seeds: Sequence[int]) -> Dict[str, Dict]:
-    """One entry per method: mean and std of each metric over the seeds, and per-seed values."""
+def summarize(
+    per_seed: List[Dict[str, Dict]], seeds: Sequence[int], metrics: Sequence[str]
+) -> Dict[str, Dict]:
+    """
+    One entry per method: mean and std of each of ``metrics`` over the seeds (a metric the
+    evaluation left undefined, None, counts as NaN), per-seed values, and the post-hoc methods'
+    tau and held-out scores of each seed.
+    """
     summary = {}
     for method in per_seed[0]:
         runs = [results[method] for results in per_seed]
         entry = {"seeds": list(seeds)}
-        for metric in METRICS:
-            values = np.array([run[metric] for run in runs], dtype=float)
+        for metric in metrics:
+            values = np.array(
+                [np.nan if run[metric] is None else run[metric] for run in runs], dtype=float
+            )
             entry[metric] = float(values.mean())
             entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             entry[f"{metric}_per_seed"] = values.tolist()
-        if "tau" in runs[0]:
-            entry["tau_per_seed"] = [run["tau"] for run in runs]
-            entry["held_out_top1_per_seed"] = [run["held_out_top1"] for run in runs]
+        for key in runs[0]:
+            if key == "tau" or key.startswith("held_out_"):
+                entry[f"{key}_per_seed"] = [run[key] for run in runs]
         summary[method] = entry
     return summary
 
 
-def plot_groups(summary: Dict[str, Dict], title: str, path: str):
+def plot_groups(summary: Dict[str, Dict], task: Dict, path: str):
     """
-    One group of bars per metric (top-1 and each frequency group), one bar per method: the mean
-    over the seeds, with the standard deviation as an error bar. Written to ``path`` (PNG);
-    returns the figure's axes.
+    One group of bars per metric of ``task`` (e.g. top-1 and each frequency group), one bar per
+    method: the mean over the seeds, with the standard deviation as an error bar. Written to
+    ``path`` (PNG); returns the figure's axes.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    metrics = list(task["metrics"])
     methods = list(summary)
     width = 0.8 / len(methods)
-    fig = Figure(figsize=(9, 4))
+    fig = Figure(figsize=(max(9, 1.5 * len(metrics)), 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, method in enumerate(methods):
         entry = summary[method]
-        positions = np.arange(len(METRICS)) + (i - (len(methods) - 1) / 2) * width
-        means = [entry[m] for m in METRICS]
-        stds = [entry[f"{m}_std"] for m in METRICS]
+        positions = np.arange(len(metrics)) + (i - (len(methods) - 1) / 2) * width
+        means = [entry[m] for m in metrics]
+        stds = [entry[f"{m}_std"] for m in metrics]
         ax.bar(positions, means, width, yerr=stds, capsize=2, label=method)
-    ax.set_xticks(np.arange(len(METRICS)))
-    ax.set_xticklabels(COLUMNS)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(np.arange(len(metrics)))
+    ax.set_xticklabels(list(task["metrics"].values()))
+    ax.set_ylabel(task["unit"])
     seeds = summary[methods[0]]["seeds"]
-    ax.set_title(f"{title}\nmean and std over stage-1 seeds {seeds}", fontsize=9)
+    ax.set_title(f"{task['title']}\nmean and std over stage-1 seeds {seeds}", fontsize=9)
     ax.legend(fontsize=7, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, -0.3))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return ax
 
 
-def format_table(summary: Dict[str, Dict], num_seeds: int) -> str:
+def format_table(summary: Dict[str, Dict], task: Dict, num_seeds: int) -> str:
+    """One row per method: the task's metrics (mean +- std over several seeds), the tau of each
+    seed."""
     rows = []
     for method, entry in summary.items():
         if num_seeds > 1:
-            cells = [f"{entry[m]:.1f} +- {entry[m + '_std']:.1f}" for m in METRICS]
+            cells = [f"{entry[m]:.1f} +- {entry[m + '_std']:.1f}" for m in task["metrics"]]
         else:
-            cells = [f"{entry[m]:.1f}" for m in METRICS]
+            cells = [f"{entry[m]:.1f}" for m in task["metrics"]]
         taus = entry.get("tau_per_seed")
         rows.append([method, *cells, ", ".join(f"{t:g}" for t in taus) if taus else ""])
-    return tabulate(rows, headers=["", *COLUMNS, "tau (held-out)"], disable_numparse=True)
+    headers = ["", *task["metrics"].values(), "tau (held-out)"]
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def _select_lvis(results: Dict) -> Dict:
+    """The bbox metrics of an LVIS evaluation (Fixed AP and Pooled AP with TEST.FIXED_AP)."""
+    return dict(results["bbox"])
+
+
+# Each task: its demo (where its stage-1 model is), the stage-1, trained and post-hoc configs,
+# the evaluator type of its datasets, the table's metrics {key: column} (the first is the one tau
+# is chosen by) and their unit, ``select`` (an evaluation's results -> {metric: value}),
+# ``post_hoc_evaluation`` (task, stage-1 weights, seed, output dir, KEY VALUE pairs -> (config ->
+# results)) and, optionally, ``reuse_in_tuning`` (model -> a context in which repeated inference
+# on the same images computes what tau does not change once).
+TASKS = {
+    "classification": {
+        "demo": DEMO_TASKS["classification"],
+        "stage1": "configs/Miniature-LT/resnet18_baseline.yaml",
+        "trained": {
+            "DisAlign": "configs/Miniature-LT/resnet18_disalign.yaml",
+            "cRT": "configs/Miniature-LT/resnet18_crt.yaml",
+            "LWS": "configs/Miniature-LT/resnet18_lws.yaml",
+        },
+        "post_hoc": {
+            "tau-norm": "configs/Miniature-LT/resnet18_tau_norm.yaml",
+            "Logit adj.": "configs/Miniature-LT/resnet18_logit_adjustment.yaml",
+            "NCM": "configs/Miniature-LT/resnet18_ncm.yaml",
+        },
+        "output": "output/compare-classification",
+        "title": "Miniature long-tailed classification test, ResNet-18 (top-1 accuracy, %)",
+        "evaluator_type": "classification",
+        "metrics": {"top1": "top-1", "many": "Many", "medium": "Medium", "few": "Few"},
+        "unit": "accuracy (%)",
+        "select": DEMO_TASKS["classification"]["select"],
+        "post_hoc_evaluation": shared_feature_evaluation,
+    },
+    "detection": {
+        "demo": DEMO_TASKS["detection"],
+        "stage1": "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_baseline.yaml",
+        "trained": {
+            "DisAlign": "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_disalign.yaml",
+            "cRT": "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_crt.yaml",
+            "LWS": "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_lws.yaml",
+        },
+        "post_hoc": {
+            "tau-norm": "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_tau_norm.yaml",
+            "Logit adj.": "configs/Miniature-LVIS/mask_rcnn_R_18_FPN_logit_adjustment.yaml",
+        },
+        "output": "output/compare-detection",
+        "title": "Miniature LVIS val, Mask R-CNN R-18-FPN (bbox AP as lvis-api reports it, 0-100)",
+        "evaluator_type": "lvis",
+        "metrics": {
+            "AP": "AP",
+            "APr": "APr",
+            "APc": "APc",
+            "APf": "APf",
+            "AP-fixed": "Fixed AP",
+            "AP-pooled-all": "Pooled AP",
+        },
+        "unit": "bbox AP",
+        "select": _select_lvis,
+        "post_hoc_evaluation": inference_evaluation,
+        "reuse_in_tuning": reused_box_features,
+    },
+}
 
 
 def main():
@@ -386,7 +671,7 @@ def main():
         default=DEMO_THREADS,
         help=f"torch threads of each run (default {DEMO_THREADS}, as the demos)",
     )
-    parser.add_argument("--output-dir", help="default: output/compare-classification")
+    parser.add_argument("--output-dir", help="default: output/compare-<task>")
     parser.add_argument("--tune", metavar="CONFIG", help="only choose tau of a post-hoc config")
     parser.add_argument("opts", nargs="*", help="KEY VALUE pairs for every train_net.py run")
     args = parser.parse_args()
@@ -410,13 +695,15 @@ def main():
         per_seed = [compare(task, seed, output_dir, args.opts, args.threads) for seed in seeds]
     except subprocess.CalledProcessError as e:
         sys.exit(f"error: a run failed with exit status {e.returncode}; see its output above")
-    summary = summarize(per_seed, seeds)
+    except ValueError as e:  # a post-hoc config refused (its TUNE_DATASET, its keys)
+        sys.exit(f"error: {e}")
+    summary = summarize(per_seed, seeds, list(task["metrics"]))
     os.makedirs(os.path.join(REPO_ROOT, output_dir), exist_ok=True)
     results_file = os.path.join(output_dir, "results.json")
     with open(os.path.join(REPO_ROOT, results_file), "w") as f:
         json.dump(summary, f, indent=2)
     plot_file = os.path.join(output_dir, "groups.png")
-    plot_groups(summary, task["title"], os.path.join(REPO_ROOT, plot_file))
+    plot_groups(summary, task, os.path.join(REPO_ROOT, plot_file))
     minutes = (time.perf_counter() - start) / 60
     cpu_minutes = sum(
         usage.ru_utime + usage.ru_stime
@@ -424,7 +711,7 @@ def main():
     ) / 60
     over = f"mean +- std over stage-1 seeds {seeds}" if len(seeds) > 1 else f"stage-1 seed {seeds}"
     print(f"\n{task['title']}, {over}:\n")
-    print(format_table(summary, len(seeds)))
+    print(format_table(summary, task, len(seeds)))
     print(
         f"\ntotal {minutes:.1f} min ({cpu_minutes:.1f} CPU min, all processes); written to "
         f"{results_file} and {plot_file}"
