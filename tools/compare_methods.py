@@ -293,16 +293,65 @@ def build_checked_config(config: str, opts: Sequence[str]):
     return build_config(args)
 
 
+def _attribute(model, path: str):
+    """The object at ``path`` under ``model`` ("a.b.forward"), and the last name."""
+    parent, _, name = path.rpartition(".")
+    for part in parent.split(".") if parent else ():
+        model = getattr(model, part)
+    return model, name
+
+
+@contextlib.contextmanager
+def replayed_outputs(model, kept: Sequence[str], skipped: Sequence[str]):
+    """
+    Repeated inference of ``model`` on the same images (its inputs' file names), computing what
+    does not change between the passes once: in the first pass over an image, the outputs of the
+    callables ``kept`` (paths under the model, e.g. "roi_heads.box_head.forward") are kept, and in
+    later passes given again; the callables ``skipped``, whose outputs are read by nothing but
+    kept ones, are not called then (a dict output is given as its keys, to None). Restored on
+    exit.
+    """
+    store, current = {}, {}
+
+    def forward_of_model(batched_inputs, *args, **kwargs):
+        current["images"] = tuple(x["file_name"] for x in batched_inputs)
+        outputs = original[model, "forward"](batched_inputs, *args, **kwargs)
+        store.setdefault(current["images"], {})["done"] = True
+        return outputs
+
+    def replay(path, keep):
+        def call(*args, **kwargs):
+            images = store.setdefault(current["images"], {})
+            if images.get("done"):
+                return images[path]
+            output = original[_attribute(model, path)](*args, **kwargs)
+            images[path] = output
+            if not keep:  # kept for later passes: a dict's keys only
+                images[path] = dict.fromkeys(output) if isinstance(output, dict) else None
+            return output
+
+        return call
+
+    patches = {(model, "forward"): forward_of_model}
+    patches.update({_attribute(model, p): replay(p, True) for p in kept})
+    patches.update({_attribute(model, p): replay(p, False) for p in skipped})
+    original = {(obj, name): getattr(obj, name) for obj, name in patches}
+    try:
+        for (obj, name), call in patches.items():
+            setattr(obj, name, call)
+        yield
+    finally:
+        for obj, name in patches:
+            delattr(obj, name)  # the class's own again
+
+
 @contextlib.contextmanager
 def reused_box_features(model):
     """
-    Detection: repeated inference of a Mask R-CNN ``model`` on the same images, as tau is
-    tuned, computes what tau does not change once. In the first pass over an image (its inputs'
-    file names), the proposals and the box head's ROI features (R, D) are kept; in later passes
-    they are given again, and the backbone and the box pooler are skipped (their outputs are
-    read by nothing else). Masks are off inside (the tuned metric is the box AP), and everything
-    is restored on exit. Memory: R x D floats per image. A model whose ROI heads run several box
-    heads (cascade) is left as it is.
+    Detection (Mask R-CNN): while tau is tuned, the proposals and the box head's ROI features
+    (R, D) of each image are computed in the first pass only (:func:`replayed_outputs`; the
+    backbone and the box pooler skipped later), and masks are off (the tuned metric is the box
+    AP). Memory: R x D floats per image. A cascade (several box heads) is left as it is.
     """
     from torch import nn
 
@@ -310,51 +359,30 @@ def reused_box_features(model):
     if isinstance(heads.box_head, nn.ModuleList):
         yield
         return
-    kept, current = {}, {}
-
-    def forward_of_model(batched_inputs, *args, **kwargs):
-        current["images"] = tuple(x["file_name"] for x in batched_inputs)
-        outputs = type(model).forward(model, batched_inputs, *args, **kwargs)
-        kept.setdefault(current["images"], {})["done"] = True
-        return outputs
-
-    def kept_output(name, module):
-        def forward(*args, **kwargs):
-            images = kept.setdefault(current["images"], {})
-            if not images.get("done"):
-                images[name] = type(module).forward(module, *args, **kwargs)
-            return images[name]
-
-        return forward
-
-    def skipped(name, module):
-        def forward(*args, **kwargs):
-            images = kept.setdefault(current["images"], {})
-            if images.get("done"):  # its consumers are given their outputs: only its keys
-                return images[name]
-            output = type(module).forward(module, *args, **kwargs)
-            images[name] = dict.fromkeys(output) if isinstance(output, dict) else None
-            return output
-
-        return forward
-
-    patched = {
-        model: forward_of_model,
-        model.backbone: skipped("backbone", model.backbone),
-        model.proposal_generator: kept_output("proposals", model.proposal_generator),
-        heads.box_pooler: skipped("box_pooler", heads.box_pooler),
-        heads.box_head: kept_output("box_features", heads.box_head),
-    }
     mask_on = heads.mask_on
     try:
         heads.mask_on = False
-        for module, forward in patched.items():
-            module.forward = forward
-        yield
+        kept = ["proposal_generator.forward", "roi_heads.box_head.forward"]
+        skipped = ["backbone.forward", "roi_heads.box_pooler.forward"]
+        with replayed_outputs(model, kept, skipped):
+            yield
     finally:
         heads.mask_on = mask_on
-        for module in patched:
-            del module.forward
+
+
+@contextlib.contextmanager
+def reused_pixel_features(model):
+    """
+    Segmentation (DeepLabV3+ heads): while tau is tuned, the decoder's features (N, D, h, w) of
+    each image, the input of the classifier, are computed in the first pass only
+    (:func:`replayed_outputs`; the backbone skipped later). Memory: D x h x w floats per image. A
+    head without a ``layers`` decoder (FCN) is left as it is.
+    """
+    if not hasattr(model.sem_seg_head, "layers"):
+        yield
+        return
+    with replayed_outputs(model, ["sem_seg_head.layers"], ["backbone.forward"]):
+        yield
 
 
 def evaluation_on(cfg, model, select: Callable[[Dict], Dict]) -> Callable[..., Dict]:
@@ -657,6 +685,28 @@ TASKS = {
         "select": _select_lvis,
         "post_hoc_evaluation": inference_evaluation,
         "reuse_in_tuning": reused_box_features,
+    },
+    "segmentation": {  # cRT and LWS not applied (see the module's docstring)
+        "demo": DEMO_TASKS["segmentation"],
+        "stage1": "configs/Miniature-Seg/deeplabv3plus_R_18_baseline.yaml",
+        "trained": {"DisAlign": "configs/Miniature-Seg/deeplabv3plus_R_18_disalign.yaml"},
+        "post_hoc": {
+            "tau-norm": "configs/Miniature-Seg/deeplabv3plus_R_18_tau_norm.yaml",
+            "Logit adj.": "configs/Miniature-Seg/deeplabv3plus_R_18_logit_adjustment.yaml",
+        },
+        "output": "output/compare-segmentation",
+        "title": "Miniature segmentation val, DeepLabV3+ R-18 (mIoU, %)",
+        "evaluator_type": "sem_seg",
+        "metrics": {
+            "mIoU": "mIoU",
+            "mIoU_head": "head mIoU",
+            "mIoU_body": "body mIoU",
+            "mIoU_tail": "tail mIoU",
+        },
+        "unit": "mIoU (%)",
+        "select": DEMO_TASKS["segmentation"]["select"],
+        "post_hoc_evaluation": inference_evaluation,
+        "reuse_in_tuning": reused_pixel_features,
     },
 }
 

@@ -271,3 +271,35 @@ def test_compare_methods_plots_each_methods_mean_and_std_per_group(tmp_path):
     assert [tuple(s[:, 1]) for s in segments] == [
         (m - 0.5 - o, m + 0.5 + o) for o in (0, 1) for m in (0.0 + o, 10.0 + o, 20.0 + o, 30.0 + o)
     ]
+
+
+def test_reused_pixel_features_give_the_segmentation_of_full_inference():
+    cfg = compare_methods.load_config(
+        "configs/Miniature-Seg/deeplabv3plus_R_18_tau_norm.yaml", ["MODEL.WEIGHTS", ""]
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # biases off zero, so that tau changes the logits
+        model.sem_seg_head.cls_score.bias.normal_()
+    (post_hoc,) = compare_methods.post_hoc_modules(model)
+    record = DatasetCatalog.get("miniature_seg_heldout")[0]
+    image = utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT)
+    inputs = [dict(record, image=torch.as_tensor(image.transpose(2, 0, 1).copy()))]
+    calls = []
+    model.backbone.stem.register_forward_hook(lambda *args: calls.append("backbone"))
+    with torch.no_grad():
+        full = {}
+        for tau in (0.0, 1.0):
+            post_hoc.tau = tau
+            full[tau] = model(inputs)[0]["sem_seg"]
+        calls.clear()
+        with compare_methods.reused_pixel_features(model):
+            reused = {}
+            for tau in (0.0, 1.0, 0.0):
+                post_hoc.tau = tau
+                reused[tau] = model(inputs)[0]["sem_seg"]
+        assert calls == ["backbone"]  # the first pass only
+        assert "layers" not in vars(model.sem_seg_head)  # restored
+    for tau in (0.0, 1.0):
+        assert torch.equal(full[tau], reused[tau])
+    assert not torch.equal(full[0.0], full[1.0])
