@@ -107,8 +107,8 @@ def add_disalign_config(cfg):
     # tau of "tau_norm" and "logit_adjustment" (0 leaves the logits unchanged); the value used
     # when the model is evaluated. tools/compare_methods.py chooses it on TUNE_DATASET.
     _C.MODEL.DECOUPLED.TAU = 1.0
-    # The held-out dataset on which tau is chosen (the largest balanced top-1 over TAU_GRID);
-    # never one of DATASETS.TEST. "" for none.
+    # The held-out dataset on which tau is chosen over TAU_GRID (the largest top-1, bbox AP or
+    # mIoU, by task); never one of DATASETS.TEST. "" for none.
     _C.MODEL.DECOUPLED.TUNE_DATASET = ""
     # The values of tau tried on TUNE_DATASET.
     _C.MODEL.DECOUPLED.TAU_GRID = [round(0.1 * i, 1) for i in range(21)]
