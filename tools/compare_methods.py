@@ -16,7 +16,7 @@ For each seed:
 2. the trained stage-2 methods, each a train_net.py run of its config from that model: DisAlign,
    cRT (classifier re-trained alone, class-balanced sampling), LWS (one scale per class,
    class-balanced sampling). Segmentation has DisAlign only: cRT and LWS are not applied to it
-   (their class-balanced sampler draws images by class, and a scene holds many classes);
+   (the project has no segmentation configs of them);
 3. the post-hoc methods on the frozen stage-1 model, no training: tau-normalisation and post-hoc
    logit adjustment, tau chosen on the config's held-out MODEL.DECOUPLED.TUNE_DATASET by the
    task's first metric (top-1, bbox AP, mIoU; the first of MODEL.DECOUPLED.TAU_GRID on ties),
@@ -26,7 +26,9 @@ For each seed:
    Detection and segmentation: each config's model is built once in this process and evaluated by
    detectron2's ``inference_on_dataset`` with the config's own evaluator, once per tau of the
    grid on the held-out split (miniature_lvis_heldout, miniature_seg_heldout) and once on the
-   test split (its files under OUTPUT_DIR/seed<S>/post-hoc/<config name>).
+   test split (its files under OUTPUT_DIR/seed<S>/post-hoc/<config name>). While tau is tuned,
+   what it does not change is computed in the first pass only (a detector's proposals and box
+   features, with masks off; the DeepLabV3+ decoder's features): see ``reuse_in_tuning``.
 
 Prints the task's metrics per method (classification top-1 / Many / Medium / Few; detection bbox
 AP / APr / APc / APf / Fixed AP / Pooled AP; segmentation mIoU / head / body / tail mIoU) and the
