@@ -63,6 +63,21 @@ def test_a_reported_training_or_missing_tuning_split_is_refused(tune):
     assert evaluated == [] and "\n" not in str(error.value)
 
 
+def test_a_model_without_a_tunable_post_hoc_classifier_is_refused():
+    from disalign.modeling.decoupled import PostHocClassifier
+
+    # no post-hoc module at all, and NCM (no tau): each refused in one line, nothing evaluated
+    with pytest.raises(ValueError, match=r"^MODEL.DECOUPLED.POST_HOC has no tau to choose$"):
+        compare_methods.post_hoc_modules(torch.nn.Linear(4, 3))
+    ncm = torch.nn.Sequential(PostHocClassifier("ncm", num_classes=3, in_features=4))
+    with pytest.raises(ValueError, match=r"^MODEL.DECOUPLED.POST_HOC has no tau to choose$"):
+        compare_methods.post_hoc_modules(ncm)
+    evaluated = []
+    with pytest.raises(ValueError, match=r"^the model has no post-hoc classifier"):
+        compare_methods.choose_tau(_cfg(), [], evaluated.append)
+    assert evaluated == []
+
+
 def test_post_hoc_detector_is_tuned_on_held_out_then_evaluated_once_on_test(monkeypatch, tmp_path):
     modules = [SimpleNamespace(tau=1.0)]
     evaluated = []
