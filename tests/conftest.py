@@ -122,11 +122,16 @@ def small_lvis_val(tmp_path_factory):
 
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    from disalign.data.miniature_lvis import ensure_miniature_lvis
+
     DatasetCatalog.get("miniature_lvis_val")  # made on first use
     source = MetadataCatalog.get("miniature_lvis_val").json_file
     source = os.path.dirname(os.path.abspath(source))
     root, target = _miniature_copy(
-        tmp_path_factory, "miniature_lvis", source, ("train", "val", "miniature_lvis_train.json")
+        tmp_path_factory,
+        "miniature_lvis",
+        source,
+        ("train", "val", "heldout", "miniature_lvis_train.json", "miniature_lvis_heldout.json"),
     )
     with open(os.path.join(source, "miniature_lvis_val.json")) as f:
         val = json.load(f)
@@ -139,6 +144,10 @@ def small_lvis_val(tmp_path_factory):
     val["annotations"] = [a for a in val["annotations"] if a["image_id"] in kept]
     json_file = target / "miniature_lvis_val.json"
     json_file.write_text(json.dumps(val))
+    # the copy must count as up to date, or the runs' first load regenerates the whole val split
+    # into it (every split's json is checked, so a new split must be linked above)
+    ensure_miniature_lvis(str(root))
+    assert len(json.loads(json_file.read_text())["images"]) == len(kept)
     return {"DETECTRON2_DATASETS": str(root)}, json_file
 
 
