@@ -78,6 +78,9 @@ FAST_DETECTION = [  # a few iterations of small batches, few detections to evalu
     "DATALOADER.NUM_WORKERS", "0",
     "TEST.DETECTIONS_PER_IMAGE", "5",
     "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    # Fixed AP's per-image cap (100 in the miniature's configs): masks of 10 detections per image,
+    # not 100 (an evaluation 5x faster)
+    "TEST.FIXED_AP.DETS_PER_IMAGE", "10",
 ]
 # fmt: on
 

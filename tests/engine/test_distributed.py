@@ -34,6 +34,7 @@ COMMON = [
     "SOLVER.IMS_PER_BATCH", "2",
     "DATALOADER.NUM_WORKERS", "0",
     "TEST.EVAL_PERIOD", "0",
+    "TEST.FIXED_AP.DETS_PER_IMAGE", "10",  # masks of 10 detections per image, not 100
 ]
 # every proposal is kept (no random subsampling), so that 1 and 2 processes see the same ROIs
 STAGE2 = COMMON + [
