@@ -28,7 +28,8 @@ For each seed:
    grid on the held-out split (miniature_lvis_heldout, miniature_seg_heldout) and once on the
    test split (its files under OUTPUT_DIR/seed<S>/post-hoc/<config name>). While tau is tuned,
    what it does not change is computed in the first pass only (a detector's proposals and box
-   features, with masks off; the DeepLabV3+ decoder's features): see ``reuse_in_tuning``.
+   features; the DeepLabV3+ decoder's features): see ``reuse_in_tuning``. A detector's masks
+   are off in every post-hoc evaluation (its table is box AP): see ``inference_context``.
 
 Prints the task's metrics per method (classification top-1 / Many / Medium / Few; detection bbox
 AP / APr / APc / APf / Fixed AP / Pooled AP; segmentation mIoU / head / body / tail mIoU) and the
@@ -348,28 +349,38 @@ def replayed_outputs(model, kept: Sequence[str], skipped: Sequence[str]):
 
 
 @contextlib.contextmanager
-def reused_box_features(model):
+def boxes_only(model):
     """
-    Detection (Mask R-CNN): while tau is tuned, the proposals and the box head's ROI features
-    (R, D) of each image are computed in the first pass only (:func:`replayed_outputs`; the
-    backbone and the box pooler skipped later), and masks are off (the tuned metric is the box
-    AP). Memory: R x D floats per image. A cascade (several box heads) is left as it is.
+    Detection: the mask head off (the post-hoc methods' tuning and table use box AP only; the
+    mask head's work on every kept detection, up to TEST.FIXED_AP.DETS_PER_IMAGE per image, is
+    most of an evaluation's time). Restored on exit.
     """
-    from torch import nn
-
     heads = model.roi_heads
-    if isinstance(heads.box_head, nn.ModuleList):
-        yield
-        return
     mask_on = heads.mask_on
     try:
         heads.mask_on = False
-        kept = ["proposal_generator.forward", "roi_heads.box_head.forward"]
-        skipped = ["backbone.forward", "roi_heads.box_pooler.forward"]
-        with replayed_outputs(model, kept, skipped):
-            yield
+        yield
     finally:
         heads.mask_on = mask_on
+
+
+@contextlib.contextmanager
+def reused_box_features(model):
+    """
+    Detection (Mask R-CNN), while tau is tuned (masks off, :func:`boxes_only`): the proposals and
+    the box head's ROI features (R, D) of each image are computed in the first pass only
+    (:func:`replayed_outputs`; the backbone and the box pooler skipped later). Memory: R x D
+    floats per image. A cascade (several box heads) is left as it is.
+    """
+    from torch import nn
+
+    if isinstance(model.roi_heads.box_head, nn.ModuleList):
+        yield
+        return
+    kept = ["proposal_generator.forward", "roi_heads.box_head.forward"]
+    skipped = ["backbone.forward", "roi_heads.box_pooler.forward"]
+    with replayed_outputs(model, kept, skipped):
+        yield
 
 
 @contextlib.contextmanager
@@ -428,8 +439,18 @@ def tune_in_process(task: Dict, cfg, model, post_hoc: Sequence) -> Tuple[float, 
     """
     evaluate = evaluation_on(cfg, model, task["select"])
     headline = next(iter(task["metrics"]))
-    with task.get("reuse_in_tuning", lambda model: contextlib.nullcontext())(model):
+    with as_reported(task, model), _context(task, "reuse_in_tuning", model):
         return choose_tau(cfg, post_hoc, lambda name: evaluate(name)[headline])
+
+
+def _context(task: Dict, key: str, model):
+    return task.get(key, lambda model: contextlib.nullcontext())(model)
+
+
+def as_reported(task: Dict, model):
+    """The task's ``inference_context`` for ``model``, in which every post-hoc evaluation runs
+    (detection: :func:`boxes_only`), if it has one."""
+    return _context(task, "inference_context", model)
 
 
 def inference_post_hoc_results(
@@ -447,7 +468,8 @@ def inference_post_hoc_results(
     tau, scores = tune_in_process(task, cfg, model, modules)
     (test_name,) = cfg.DATASETS.TEST
     evaluate = evaluation_on(cfg, model, task["select"])
-    result = dict(evaluate(test_name, os.path.join(REPO_ROOT, output_folder)))
+    with as_reported(task, model):
+        result = dict(evaluate(test_name, os.path.join(REPO_ROOT, output_folder)))
     result.update({"tau": tau, f"held_out_{next(iter(task['metrics']))}": scores})
     return result
 
@@ -636,8 +658,9 @@ def _select_lvis(results: Dict) -> Dict:
 # the evaluator type of its datasets, the table's metrics {key: column} (the first is the one tau
 # is chosen by) and their unit, ``select`` (an evaluation's results -> {metric: value}),
 # ``post_hoc_evaluation`` (task, stage-1 weights, seed, output dir, KEY VALUE pairs -> (config ->
-# results)) and, optionally, ``reuse_in_tuning`` (model -> a context in which repeated inference
-# on the same images computes what tau does not change once).
+# results)) and, optionally, ``inference_context`` (model -> the context of every post-hoc
+# evaluation, e.g. detection's mask head off) and ``reuse_in_tuning`` (model -> a context in which
+# repeated inference on the same images computes what tau does not change once).
 TASKS = {
     "classification": {
         "demo": DEMO_TASKS["classification"],
@@ -686,6 +709,7 @@ TASKS = {
         "unit": "bbox AP",
         "select": _select_lvis,
         "post_hoc_evaluation": inference_evaluation,
+        "inference_context": boxes_only,
         "reuse_in_tuning": reused_box_features,
     },
     "segmentation": {  # cRT and LWS not applied (see the module's docstring)

@@ -80,28 +80,34 @@ def test_a_model_without_a_tunable_post_hoc_classifier_is_refused():
 
 def test_post_hoc_detector_is_tuned_on_held_out_then_evaluated_once_on_test(monkeypatch, tmp_path):
     modules = [SimpleNamespace(tau=1.0)]
+    model = SimpleNamespace(roi_heads=SimpleNamespace(mask_on=True))
     evaluated = []
     # hand-made held-out AP, best at tau 0.5
     held_out_ap = {t: 30.0 - abs(t - 0.5) for t in GRID}
 
-    def evaluation_on(cfg, model, select):
+    def evaluation_on(cfg, evaluated_model, select):
+        assert evaluated_model is model
+
         def evaluate(name, output_folder=None):
-            evaluated.append((name, modules[0].tau, output_folder is not None))
+            masks = model.roi_heads.mask_on
+            evaluated.append((name, modules[0].tau, output_folder is not None, masks))
             ap = held_out_ap[modules[0].tau] if name == "miniature_lvis_heldout" else 40.0
             return select({"bbox": {"AP": ap, "APr": 1.0}})
 
         return evaluate
 
     monkeypatch.setattr(compare_methods, "evaluation_on", evaluation_on)
-    monkeypatch.setattr(compare_methods, "load_post_hoc_model", lambda cfg: (None, modules))
+    monkeypatch.setattr(compare_methods, "load_post_hoc_model", lambda cfg: (model, modules))
     # no reuse of box features: the model is not built here
     task = {k: v for k, v in compare_methods.TASKS["detection"].items() if k != "reuse_in_tuning"}
     weights = tmp_path / "model_final.pth"
     torch.save({"model": {}}, weights)  # read by the config checks
     result = compare_methods.inference_post_hoc_results(task, TAU_NORM, str(weights), 1, "out")
-    assert evaluated == [("miniature_lvis_heldout", t, False) for t in GRID] + [
-        ("miniature_lvis_val", 0.5, True)
+    # every evaluation without masks (the table is box AP), held-out first, test once
+    assert evaluated == [("miniature_lvis_heldout", t, False, False) for t in GRID] + [
+        ("miniature_lvis_val", 0.5, True, False)
     ]
+    assert model.roi_heads.mask_on  # restored
     assert result == {"AP": 40.0, "APr": 1.0, "tau": 0.5, "held_out_AP": held_out_ap}
 
 
@@ -168,7 +174,7 @@ def test_reused_box_features_give_the_detections_of_full_inference():
             full[tau] = [model(batch) for batch in inputs]
         assert all(o["instances"].has("pred_masks") for batch in full[1.0] for o in batch)
         calls.clear()
-        with compare_methods.reused_box_features(model):
+        with compare_methods.boxes_only(model), compare_methods.reused_box_features(model):
             reused = {}
             for tau in (0.0, 1.0, 0.0):
                 post_hoc.tau = tau
