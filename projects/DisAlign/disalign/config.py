@@ -30,8 +30,9 @@ def add_disalign_config(cfg):
     _C.MODEL.DISALIGN.COSINE_SCALE = 20.0
     # Adaptive calibration s_j = alpha_j * z_j + beta_j, mixed with z by the confidence sigma(x):
     # z^_j = sigma(x) * s_j + (1 - sigma(x)) * z_j. False gives the plain classifier (baselines and
-    # stage 1); True adds the alignment parameters alpha, beta and the confidence layer.
-    _C.MODEL.DISALIGN.CALIBRATION = True
+    # stage 1, the default, as in the base configs); True adds the alignment parameters alpha,
+    # beta and the confidence layer (the stage-2 configs).
+    _C.MODEL.DISALIGN.CALIBRATION = False
     # Learn the per-class magnitude alpha. False fixes alpha = 1 (the "margin only" ablation).
     _C.MODEL.DISALIGN.MAGNITUDE = True
     # Learn the per-class margin beta. False fixes beta = 0 (the "magnitude only" ablation).
@@ -71,7 +72,8 @@ def add_disalign_config(cfg):
     _C.MODEL.DISALIGN.GRW = CN()
     # Generalized re-weighting of the classification loss: foreground class j gets the weight
     # w_j = r_j^(-rho), r_j = n_j / sum_k n_k, normalised so that sum_j w_j = K; background gets 1.
-    _C.MODEL.DISALIGN.GRW.ENABLED = True
+    # Off by default (plain cross-entropy: stage 1); the stage-2 configs turn it on.
+    _C.MODEL.DISALIGN.GRW.ENABLED = False
     # The re-weighting scale rho (0.8 for LVIS; 0 is plain cross-entropy).
     _C.MODEL.DISALIGN.GRW.RHO = 0.8
     # How the weighted cross-entropy sum_i w_{y_i} * CE_i is averaged: "weighted_mean" divides it by
