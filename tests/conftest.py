@@ -85,15 +85,17 @@ FAST_DETECTION = [  # a few iterations of small batches, few detections to evalu
 # fmt: on
 
 
-def _miniature_copy(tmp_path_factory, folder, source, linked):
+def _miniature_copy(tmp_path_factory, folder, source, replaced):
     """
-    A new DETECTRON2_DATASETS folder holding ``folder`` (a miniature's name) with links to the
-    entries ``linked`` of its generated copy in ``source``. Returns (the root, the folder).
+    A new DETECTRON2_DATASETS folder holding ``folder`` (a miniature's name) with links to every
+    entry of its generated copy in ``source`` but ``replaced`` (which the caller writes), so that
+    the copy keeps every split the miniature's currency check reads. Returns (the root, the
+    folder).
     """
     root = tmp_path_factory.mktemp("datasets")
     target = root / folder
     target.mkdir()
-    for name in linked:
+    for name in sorted(set(os.listdir(source)) - set(replaced)):
         (target / name).symlink_to(os.path.join(source, name))
         assert (target / name).exists()
     return root, target
@@ -131,10 +133,7 @@ def small_lvis_val(tmp_path_factory):
     source = MetadataCatalog.get("miniature_lvis_val").json_file
     source = os.path.dirname(os.path.abspath(source))
     root, target = _miniature_copy(
-        tmp_path_factory,
-        "miniature_lvis",
-        source,
-        ("train", "val", "heldout", "miniature_lvis_train.json", "miniature_lvis_heldout.json"),
+        tmp_path_factory, "miniature_lvis", source, ("miniature_lvis_val.json",)
     )
     with open(os.path.join(source, "miniature_lvis_val.json")) as f:
         val = json.load(f)
@@ -148,7 +147,7 @@ def small_lvis_val(tmp_path_factory):
     json_file = target / "miniature_lvis_val.json"
     json_file.write_text(json.dumps(val))
     # the copy must count as up to date, or the runs' first load regenerates the whole val split
-    # into it (every split's json is checked, so a new split must be linked above)
+    # into it
     ensure_miniature_lvis(str(root))
     assert len(json.loads(json_file.read_text())["images"]) == len(kept)
     return {"DETECTRON2_DATASETS": str(root)}, json_file
@@ -166,8 +165,9 @@ def small_lt_test(tmp_path_factory):
     DatasetCatalog.get("miniature_lt_test")  # made on first use
     source = MetadataCatalog.get("miniature_lt_test").json_file
     source = os.path.dirname(os.path.abspath(source))
-    linked = ("VERSION", "train", "test", "miniature_lt_train.txt")
-    root, target = _miniature_copy(tmp_path_factory, "miniature_lt", source, linked)
+    root, target = _miniature_copy(
+        tmp_path_factory, "miniature_lt", source, ("miniature_lt_test.txt",)
+    )
     per_class, lines = {}, []
     with open(os.path.join(source, "miniature_lt_test.txt")) as f:
         for line in f:
@@ -195,7 +195,9 @@ def small_seg_val(tmp_path_factory):
     DatasetCatalog.get("miniature_seg_val")  # made on first use
     meta = MetadataCatalog.get("miniature_seg_val")
     source = os.path.dirname(os.path.dirname(os.path.abspath(meta.sem_seg_root)))
-    root, target = _miniature_copy(tmp_path_factory, "miniature_seg", source, ("VERSION",))
+    root, target = _miniature_copy(
+        tmp_path_factory, "miniature_seg", source, ("images", "labels")
+    )
     for kind in ("images", "labels"):
         (target / kind).mkdir()
         (target / kind / "train").symlink_to(os.path.join(source, kind, "train"))

@@ -112,9 +112,8 @@ def lt_runs(tmp_path_factory):
 
     DatasetCatalog.get("miniature_lt_test")  # made on first use
     source = os.path.dirname(os.path.abspath(MetadataCatalog.get("miniature_lt_test").json_file))
-    root, target = _miniature_copy(
-        tmp_path_factory, "miniature_lt", source, ("VERSION", "train", "test")
-    )
+    replaced = ("miniature_lt_train.txt", "miniature_lt_test.txt")  # written below
+    root, target = _miniature_copy(tmp_path_factory, "miniature_lt", source, replaced)
     with open(os.path.join(source, "miniature_lt_train.txt")) as f:
         train = [line for line in f if line.strip()]
     counts = {}
